@@ -1,0 +1,50 @@
+# `make run` starts everything for local development; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
+
+.PHONY: run test lint format install temporal worker web clean
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+# The Temporal dev server, the worker and runserver together; Ctrl-C stops all three.
+run: export DJANGO_DEBUG ?= true
+run: $(STAMP)
+	mkdir -p var
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py create_demo_user
+	$(BIN)/honcho start
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Each process on its own, in its own terminal.
+temporal: $(STAMP)
+	mkdir -p var
+	$(BIN)/honcho start temporal
+
+worker: export DJANGO_DEBUG ?= true
+worker: $(STAMP)
+	$(BIN)/python manage.py run_temporal_worker
+
+web: export DJANGO_DEBUG ?= true
+web: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py runserver 127.0.0.1:8000
+
+clean:
+	rm -rf $(VENV) var/*.sqlite3 var/temporal.db

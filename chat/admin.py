@@ -1,0 +1,37 @@
+from django.contrib import admin
+from django.utils.html import format_html
+
+from chat.models import ChatSession
+from temporal_integration.conf import get_config
+
+
+@admin.register(ChatSession)
+class ChatSessionAdmin(admin.ModelAdmin):
+    list_display = ["session_id", "user", "status", "started_at", "ended_at", "temporal_link"]
+    list_filter = ["status", "started_at"]
+    search_fields = ["session_id", "user__username", "workflow_id"]
+    date_hierarchy = "started_at"
+    list_select_related = ["user"]
+    readonly_fields = [
+        "session_id",
+        "user",
+        "workflow_id",
+        "run_id",
+        "status",
+        "started_at",
+        "ended_at",
+        "updated_at",
+        "temporal_link",
+    ]
+
+    @admin.display(description="Temporal")
+    def temporal_link(self, session: ChatSession) -> str:
+        url = get_config().workflow_ui_url(session.workflow_id, session.run_id)
+        return format_html('<a href="{}" target="_blank" rel="noopener">open workflow</a>', url)
+
+    # Records are written by the workflow's activities; the admin only reads them.
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: ChatSession | None = None) -> bool:
+        return False

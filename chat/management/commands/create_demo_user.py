@@ -1,0 +1,33 @@
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from rest_framework.authtoken.models import Token
+
+DEMO_USERNAME = "demo"
+DEMO_PASSWORD = "demo"
+
+
+class Command(BaseCommand):
+    help = "Creates (once) the staff user demo/demo and its API token, and prints how to use them. DEBUG only."
+
+    def handle(self, *args: object, **options: object) -> None:
+        if not settings.DEBUG:
+            raise CommandError("Refusing to create a demo user with a known password while DJANGO_DEBUG is off.")
+        user, created = get_user_model().objects.get_or_create(
+            username=DEMO_USERNAME, defaults={"is_staff": True, "is_superuser": True}
+        )
+        if created:
+            user.set_password(DEMO_PASSWORD)
+            user.save(update_fields=["password"])
+        token, _ = Token.objects.get_or_create(user=user)
+        self.stdout.write(
+            f"""
+  API        http://127.0.0.1:8000/api/sessions/
+  Admin      http://127.0.0.1:8000/admin/   (user {DEMO_USERNAME}, password {DEMO_PASSWORD})
+  Temporal   http://localhost:8233
+
+  Start a session:
+    curl -X POST http://127.0.0.1:8000/api/sessions/ \\
+         -H 'Authorization: Token {token.key}' -H 'Content-Type: application/json' -d '{{}}'
+"""
+        )

@@ -1,0 +1,51 @@
+"""The API's one mapping from exceptions to responses: every error is JSON with a `detail`."""
+
+import logging
+
+from django.http import HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from chat.exceptions import SessionExists
+from temporal_integration.client import TemporalUnavailable
+
+logger = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[Exception], int] = {
+    SessionExists: status.HTTP_409_CONFLICT,
+    TemporalUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+}
+RETRY_AFTER_SECONDS = 5
+
+
+def _flatten(errors: object, prefix: str = "") -> list[str]:
+    if isinstance(errors, dict):
+        return [line for key, value in errors.items() for line in _flatten(value, f"{prefix}{key}: ")]
+    if isinstance(errors, list):
+        return [line for value in errors for line in _flatten(value, prefix)]
+    return [f"{prefix}{errors}".removeprefix("non_field_errors: ")]
+
+
+def exception_handler(exc: Exception, context: dict) -> Response:
+    for error_type, code in STATUS_BY_ERROR.items():
+        if isinstance(exc, error_type):
+            response = Response({"detail": str(exc)}, status=code)
+            if code == status.HTTP_503_SERVICE_UNAVAILABLE:
+                response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
+    if isinstance(exc, exceptions.ValidationError):
+        return Response({"detail": " ".join(_flatten(exc.detail)), "errors": exc.detail}, status=exc.status_code)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        logger.exception("unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
+        return Response({"detail": "Internal server error."}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    return response
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse({"detail": "Not found."}, status=404)
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"detail": "Internal server error."}, status=500)

@@ -1,0 +1,122 @@
+"""The process's Temporal client, and the bridge that lets sync Django code use it.
+
+A `temporalio.client.Client` belongs to the event loop it was connected on and is not
+thread-safe. Django views run in sync threads (runserver, gunicorn), so the client lives
+on one dedicated loop thread per process and every call is submitted to that loop.
+"""
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TypeVar
+
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from temporal_integration.conf import TemporalConfig, get_config
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Statuses that mean "the server can't be reached or didn't answer in time", not "your request was wrong".
+_UNAVAILABLE_STATUSES = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
+
+
+class TemporalUnavailable(Exception):
+    """The Temporal server could not be reached, or did not answer in time."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"Temporal at {address} is unavailable ({reason}). Try again shortly.")
+        self.address = address
+
+
+async def connect(config: TemporalConfig | None = None) -> Client:
+    """Connects a new client on the running loop; raises TemporalUnavailable if the server can't be reached."""
+    config = config or get_config()
+    try:
+        return await Client.connect(
+            config.address,
+            namespace=config.namespace,
+            api_key=config.api_key,
+            tls=config.tls,
+            connect_timeout=config.rpc_timeout,
+        )
+    except RuntimeError as exc:  # the SDK's core reports connection failures as RuntimeError
+        raise TemporalUnavailable(config.address, str(exc).split(":", 1)[0]) from exc
+
+
+class _LoopThread:
+    """An event loop running forever on a daemon thread, owning this process's client."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.client: Client | None = None
+        self.connect_lock = threading.Lock()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="temporal-client-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Awaitable[T], timeout: float) -> T:
+        if threading.current_thread() is self.thread:
+            raise RuntimeError("run_on_client() was called from the client's own loop; await the call instead.")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise TemporalUnavailable(get_config().address, f"no answer within {timeout:g}s") from None
+
+
+_loop_thread: _LoopThread | None = None
+_loop_thread_lock = threading.Lock()
+
+
+def _current_loop_thread() -> _LoopThread:
+    global _loop_thread
+    with _loop_thread_lock:
+        # After a fork (gunicorn with preload) the child inherits the object but not its thread.
+        if _loop_thread is None or _loop_thread.pid != os.getpid():
+            _loop_thread = _LoopThread()
+        return _loop_thread
+
+
+def _backstop_timeout() -> float:
+    # Each RPC carries rpc_timeout itself; this only catches a call that never returns.
+    return 2 * get_config().rpc_timeout.total_seconds() + 1
+
+
+def get_temporal_client() -> Client:
+    """This process's one connected client, created on first use.
+
+    It is bound to the bridge's loop thread: await its methods there, through `run_on_client`.
+    """
+    loop_thread = _current_loop_thread()
+    with loop_thread.connect_lock:
+        if loop_thread.client is None:
+            loop_thread.client = loop_thread.run(connect(), timeout=_backstop_timeout())
+            logger.info("connected to Temporal at %s", get_config().address)
+        return loop_thread.client
+
+
+def run_on_client(call: Callable[[Client], Awaitable[T]], *, timeout: float | None = None) -> T:
+    """Runs `call(client)` on the client's loop and returns its result; for sync code such as views."""
+    client = get_temporal_client()
+    try:
+        return _current_loop_thread().run(call(client), timeout or _backstop_timeout())
+    except RPCError as exc:
+        if exc.status in _UNAVAILABLE_STATUSES:
+            raise TemporalUnavailable(get_config().address, exc.message) from exc
+        raise
+
+
+def reset_temporal_client() -> None:
+    """Forgets the client, so the next call connects anew with the current settings (tests, reconfiguration)."""
+    global _loop_thread
+    with _loop_thread_lock:
+        old, _loop_thread = _loop_thread, None
+    get_config.cache_clear()
+    if old is not None and old.pid == os.getpid():
+        old.loop.call_soon_threadsafe(old.loop.stop)

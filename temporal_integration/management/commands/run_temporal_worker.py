@@ -1,0 +1,62 @@
+import argparse
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand, CommandError
+
+from temporal_integration.client import TemporalUnavailable
+from temporal_integration.conf import get_config
+from temporal_integration.worker import WorkerOptions, run
+
+
+def _positive(cast: type) -> "callable":
+    def parse(value: str) -> float:
+        number = cast(value)
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+        return number
+
+    return parse
+
+
+class Command(BaseCommand):
+    help = "Runs the Temporal worker for chat sessions; SIGINT or SIGTERM drains it and exits 0."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--task-queue", help="Task queue to poll (default: TEMPORAL_TASK_QUEUE).")
+        parser.add_argument(
+            "--max-concurrent-activities",
+            type=_positive(int),
+            default=20,
+            help="Activities run at once, each on its own thread and DB connection (default 20).",
+        )
+        parser.add_argument(
+            "--max-concurrent-workflow-tasks",
+            type=_positive(int),
+            default=100,
+            help="Workflow tasks processed at once (default 100).",
+        )
+        parser.add_argument(
+            "--graceful-shutdown-timeout",
+            type=_positive(float),
+            default=10.0,
+            help="Seconds in-flight activities get to finish on shutdown (default 10).",
+        )
+        parser.add_argument(
+            "--connect-timeout",
+            type=_positive(float),
+            default=None,
+            help="Give up after this many seconds without a server (default: keep waiting).",
+        )
+
+    def handle(self, *args: object, **options: object) -> None:
+        worker_options = WorkerOptions(
+            task_queue=options["task_queue"] or get_config().task_queue,
+            max_concurrent_activities=options["max_concurrent_activities"],
+            max_concurrent_workflow_tasks=options["max_concurrent_workflow_tasks"],
+            graceful_shutdown_timeout=timedelta(seconds=options["graceful_shutdown_timeout"]),
+            connect_timeout=options["connect_timeout"],
+        )
+        try:
+            run(worker_options)
+        except TemporalUnavailable as exc:
+            raise CommandError(f"{exc} Start it with `make temporal`, or set TEMPORAL_ADDRESS.") from exc

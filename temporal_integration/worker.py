@@ -1,0 +1,94 @@
+"""Builds and runs the worker that hosts the chat workflows and activities."""
+
+import asyncio
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from temporal_integration.activities import log_session_start
+from temporal_integration.client import TemporalUnavailable, connect
+from temporal_integration.workflows import ChatSessionWorkflow
+
+logger = logging.getLogger(__name__)
+
+WORKFLOWS = [ChatSessionWorkflow]
+ACTIVITIES = [log_session_start]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    task_queue: str
+    max_concurrent_activities: int = 20
+    max_concurrent_workflow_tasks: int = 100
+    graceful_shutdown_timeout: timedelta = timedelta(seconds=10)
+    connect_timeout: float | None = None  # None: wait for the server for as long as it takes
+
+
+def build_worker(client: Client, options: WorkerOptions, executor: ThreadPoolExecutor) -> Worker:
+    return Worker(
+        client,
+        task_queue=options.task_queue,
+        workflows=WORKFLOWS,
+        activities=ACTIVITIES,
+        # The activities are sync (the ORM is), so they run on threads; one thread per activity slot.
+        activity_executor=executor,
+        max_concurrent_activities=options.max_concurrent_activities,
+        max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
+        graceful_shutdown_timeout=options.graceful_shutdown_timeout,
+    )
+
+
+async def connect_with_backoff(stop: asyncio.Event, connect_timeout: float | None) -> Client | None:
+    """Connects, retrying with backoff while the server is unreachable; None if stopped meanwhile."""
+    deadline = None if connect_timeout is None else time.monotonic() + connect_timeout
+    delay = 0.5
+    while True:
+        try:
+            return await connect()
+        except TemporalUnavailable as exc:
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise
+            logger.warning("%s Retrying in %.1fs.", exc, delay)
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            return None
+        except TimeoutError:
+            delay = min(delay * 2, 10.0)
+
+
+async def run_worker(options: WorkerOptions, stop: asyncio.Event) -> None:
+    """Runs the worker until `stop` is set, then drains in-flight tasks within the grace period."""
+    client = await connect_with_backoff(stop, options.connect_timeout)
+    if client is None:
+        return
+    with ThreadPoolExecutor(options.max_concurrent_activities, thread_name_prefix="activity") as executor:
+        worker = build_worker(client, options, executor)
+        running = asyncio.create_task(worker.run())
+        stopping = asyncio.create_task(stop.wait())
+        logger.info("worker polling task queue %r on %s", options.task_queue, client.service_client.config.target_host)
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not running.done():
+            logger.info("stopping: draining in-flight tasks for up to %s", options.graceful_shutdown_timeout)
+            await worker.shutdown()
+        stopping.cancel()
+        await running  # re-raises a fatal worker error
+    logger.info("worker stopped")
+
+
+def run(options: WorkerOptions) -> None:
+    """Runs the worker in this thread until SIGINT or SIGTERM."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(options, stop)
+
+    asyncio.run(main())

