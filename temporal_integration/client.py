@@ -14,6 +14,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TypeVar
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 
 from temporal_integration.conf import TemporalConfig, get_config
@@ -72,13 +73,27 @@ class _LoopThread:
 
 _loop_thread: _LoopThread | None = None
 _loop_thread_lock = threading.Lock()
+_forked = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked, _loop_thread_lock
+    _forked = True
+    _loop_thread_lock = threading.Lock()  # a lock held by another thread at fork time would never be released
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _current_loop_thread() -> _LoopThread:
-    global _loop_thread
+    global _loop_thread, _forked
     with _loop_thread_lock:
-        # After a fork (gunicorn with preload) the child inherits the object but not its thread.
+        # After a fork (gunicorn with preload, multiprocessing) the child inherits the object but not its thread,
+        # and the SDK's core runtime refuses to work across forks: the child needs a runtime of its own.
         if _loop_thread is None or _loop_thread.pid != os.getpid():
+            if _forked:
+                Runtime.set_default(Runtime(telemetry=TelemetryConfig()), error_if_already_set=False)
+                _forked = False
             _loop_thread = _LoopThread()
         return _loop_thread
 

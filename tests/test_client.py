@@ -1,0 +1,79 @@
+"""The sync bridge to the process's one Temporal client."""
+
+import multiprocessing
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.conf import settings
+
+from temporal_integration.client import TemporalUnavailable, get_temporal_client, run_on_client
+from tests.conftest import free_port
+
+
+def test_every_thread_gets_the_same_client():
+    barrier = threading.Barrier(8)
+
+    def get() -> object:
+        barrier.wait()
+        return get_temporal_client()
+
+    with ThreadPoolExecutor(8) as pool:
+        clients = list(pool.map(lambda _: get(), range(8)))
+
+    assert len({id(client) for client in clients}) == 1
+    assert clients[0].namespace == settings.TEMPORAL_NAMESPACE
+
+
+def test_many_threads_start_workflows_through_the_bridge_at_once(dev_server):
+    task_queue = f"nobody-polls-{uuid.uuid4()}"  # started workflows just wait; nothing runs them
+
+    def start(n: int) -> str:
+        handle = run_on_client(
+            lambda client: client.start_workflow(
+                "ChatSessionWorkflow", args=["1", f"b{n}"], id=f"bridge-{task_queue}-{n}", task_queue=task_queue
+            )
+        )
+        return handle.id
+
+    with ThreadPoolExecutor(16) as pool:
+        ids = list(pool.map(start, range(32)))
+
+    assert ids == [f"bridge-{task_queue}-{n}" for n in range(32)]
+    described = run_on_client(lambda client: client.get_workflow_handle(ids[-1]).describe())
+    assert described.task_queue == task_queue
+
+
+def _count_in_child(queue: multiprocessing.Queue) -> None:
+    queue.put(run_on_client(lambda client: client.count_workflows()).count)
+
+
+def test_a_forked_child_connects_its_own_client():
+    parent_count = run_on_client(lambda client: client.count_workflows()).count
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_count_in_child, args=(queue,))
+    child.start()
+    child.join(30)
+
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) >= parent_count
+
+
+def test_an_unreachable_server_raises_temporal_unavailable(temporal_address):
+    address = f"127.0.0.1:{free_port()}"
+    temporal_address(address)
+
+    with pytest.raises(TemporalUnavailable, match=f"Temporal at {address} is unavailable"):
+        run_on_client(lambda client: client.count_workflows())
+
+
+def test_the_client_reconnects_once_the_server_is_back(temporal_address, dev_server):
+    temporal_address(f"127.0.0.1:{free_port()}")
+    with pytest.raises(TemporalUnavailable):
+        get_temporal_client()
+
+    temporal_address(dev_server.address)
+
+    assert run_on_client(lambda client: client.count_workflows()).count >= 0

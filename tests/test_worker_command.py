@@ -1,0 +1,128 @@
+"""`manage.py run_temporal_worker` as a real process, as `make run` and deployments start it."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection
+from temporalio.client import Client
+
+from chat.models import ChatSession
+from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
+from tests.conftest import DevServer, free_port, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+class WorkerProcess:
+    def __init__(self, address: str, *args: str, log: Path) -> None:
+        self.task_queue = f"test-{uuid.uuid4()}"
+        self.log = log
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+            "DJANGO_SECRET_KEY": "tests-only-secret-key",
+            "DATABASE_URL": database_url(),
+            "TEMPORAL_ADDRESS": address,
+        }
+        with log.open("w") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, MANAGE, "run_temporal_worker", "--task-queue", self.task_queue, *args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+
+def run_session(address: str, task_queue: str, user_id: str, session_id: str) -> str:
+    async def run() -> str:
+        client = await Client.connect(address)
+        return await client.execute_workflow(
+            ChatSessionWorkflow.run, args=[user_id, session_id], id=workflow_id_for(session_id), task_queue=task_queue
+        )
+
+    return asyncio.run(asyncio.wait_for(run(), 30))
+
+
+@pytest.fixture
+def user():
+    return get_user_model().objects.create_user("alice")
+
+
+def test_worker_runs_a_session_to_completion_and_exits_0_on_sigterm(dev_server, user, tmp_path):
+    worker = WorkerProcess(dev_server.address, log=tmp_path / "worker.log")
+    try:
+        result = run_session(dev_server.address, worker.task_queue, str(user.pk), "sub-1")
+
+        assert result == f"session sub-1 started for user {user.pk}"
+        assert ChatSession.objects.get(session_id="sub-1").user == user
+    finally:
+        exit_code = worker.terminate()
+    assert exit_code == 0, worker.output()
+    assert "worker stopped" in worker.output()
+    assert "Traceback" not in worker.output()
+
+
+def test_worker_waits_for_a_server_that_starts_later(user, tmp_path):
+    port = free_port()
+    worker = WorkerProcess(f"127.0.0.1:{port}", log=tmp_path / "worker.log")
+    server = None
+    try:
+        wait_for(lambda: "Retrying in" in worker.output(), what="the worker's retry log line")
+        assert worker.process.poll() is None
+        server = DevServer(port=port).wait_ready()
+
+        assert run_session(server.address, worker.task_queue, str(user.pk), "late-1").startswith("session late-1")
+    finally:
+        exit_code = worker.terminate()
+        if server:
+            server.stop()
+    assert exit_code == 0, worker.output()
+    assert "Traceback" not in worker.output()
+
+
+def test_worker_gives_up_with_a_clear_error_after_its_connect_timeout(tmp_path):
+    worker = WorkerProcess(f"127.0.0.1:{free_port()}", "--connect-timeout", "1", log=tmp_path / "worker.log")
+
+    assert worker.process.wait(30) == 1
+    output = worker.output()
+    assert "CommandError: Temporal at 127.0.0.1:" in output
+    assert "Start it with `make temporal`, or set TEMPORAL_ADDRESS." in output
+    assert "Traceback" not in output
+
+
+def test_worker_sigterm_while_waiting_for_the_server_exits_0(tmp_path):
+    worker = WorkerProcess(f"127.0.0.1:{free_port()}", log=tmp_path / "worker.log")
+    wait_for(lambda: "Retrying in" in worker.output(), what="the worker's retry log line")
+
+    assert worker.terminate() == 0
+    assert "Traceback" not in worker.output()
+
+
+def test_worker_rejects_a_bad_option(tmp_path):
+    worker = WorkerProcess("127.0.0.1:1", "--max-concurrent-activities", "0", log=tmp_path / "worker.log")
+
+    assert worker.process.wait(30) == 2
+    assert "must be greater than 0, got 0" in worker.output()
