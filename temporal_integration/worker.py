@@ -87,8 +87,21 @@ def run(options: WorkerOptions) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def request_stop(signum: int, frame: object) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(stop.set)
+
+        # Plain handlers rather than loop.add_signal_handler, which asyncio removes when the loop closes: the
+        # second signal of a Ctrl-C under a process manager (SIGINT, then its SIGTERM) must not kill the exit.
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            signal.signal(sig, request_stop)
         await run_worker(options, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        # The worker is done; Python's shutdown resets handlers to SIG_DFL (but keeps SIG_IGN), and a late
+        # signal during that teardown would still end the process with -15 instead of its own exit code.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)

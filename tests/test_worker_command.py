@@ -126,3 +126,14 @@ def test_worker_rejects_a_bad_option(tmp_path):
 
     assert worker.process.wait(30) == 2
     assert "must be greater than 0, got 0" in worker.output()
+
+
+def test_worker_exits_0_when_a_second_signal_arrives_during_shutdown(dev_server, tmp_path):
+    worker = WorkerProcess(dev_server.address, log=tmp_path / "worker.log")
+    wait_for(lambda: "worker polling" in worker.output(), what="the worker to poll")
+
+    worker.process.send_signal(signal.SIGINT)  # Ctrl-C in the terminal...
+    wait_for(lambda: "worker stopped" in worker.output(), what="the worker to stop")
+    worker.process.send_signal(signal.SIGTERM)  # ...then the process manager's SIGTERM
+
+    assert worker.process.wait(30) == 0, worker.output()
