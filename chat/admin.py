@@ -29,9 +29,13 @@ class ChatSessionAdmin(admin.ModelAdmin):
         url = get_config().workflow_ui_url(session.workflow_id, session.run_id)
         return format_html('<a href="{}" target="_blank" rel="noopener">open workflow</a>', url)
 
-    # Records are written by the workflow's activities; the admin only reads them.
+    # Records are the workflow's projection, written by its activities: editing or deleting one here
+    # would make it disagree with the workflow, so the admin only reads them.
     def has_add_permission(self, request: object) -> bool:
         return False
 
     def has_change_permission(self, request: object, obj: ChatSession | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: object, obj: ChatSession | None = None) -> bool:
         return False

@@ -8,7 +8,7 @@ class ChatSession(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active"
         ENDED = "ended"
-        TIMED_OUT = "timed_out", "timed out"
+        TIMED_OUT = "timed_out", "Timed out"
         FAILED = "failed"
 
     session_id = models.CharField(max_length=64, unique=True)
