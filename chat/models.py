@@ -1,22 +1,26 @@
 from django.conf import settings
 from django.db import models
 
+from temporal_integration.types import SessionStatus
+
 
 class ChatSession(models.Model):
     """The database's projection of one session workflow, written only by its activities."""
 
     class Status(models.TextChoices):
-        ACTIVE = "active"
-        ENDED = "ended"
-        TIMED_OUT = "timed_out", "Timed out"
-        FAILED = "failed"
+        ACTIVE = SessionStatus.ACTIVE.value, "Active"
+        ENDED = SessionStatus.ENDED.value, "Ended"
+        TIMED_OUT = SessionStatus.TIMED_OUT.value, "Timed out"
+        FAILED = SessionStatus.FAILED.value, "Failed"
 
     session_id = models.CharField(max_length=64, unique=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="chat_sessions")
     workflow_id = models.CharField(max_length=255)
     run_id = models.CharField(max_length=64, help_text="The run that started the session.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    message_count = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(auto_now_add=True)
+    last_activity_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -26,3 +30,25 @@ class ChatSession(models.Model):
 
     def __str__(self) -> str:
         return self.session_id
+
+
+class ChatMessage(models.Model):
+    """One message of a session, stored under the sequence number its workflow gave it."""
+
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+        SYSTEM = "system", "System"
+
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages")
+    seq = models.PositiveIntegerField()
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["session", "seq"]
+        constraints = [models.UniqueConstraint(fields=["session", "seq"], name="unique_message_seq_per_session")]
+
+    def __str__(self) -> str:
+        return f"{self.session_id}#{self.seq}"

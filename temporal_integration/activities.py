@@ -3,6 +3,9 @@
 Importing this module must not import Django: the workflow module imports it (passed
 through the sandbox), and workflow code stays free of Django. The ORM is imported inside
 each activity, which only ever runs in a worker where Django is set up.
+
+Every activity is idempotent: Temporal runs an activity at least once, and a retried attempt
+must leave the database as one attempt would.
 """
 
 import logging
@@ -11,6 +14,8 @@ from contextlib import contextmanager
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+
+from temporal_integration.types import ChatMessageData, SessionEnd
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +43,8 @@ def log_session_start(user_id: str, session_id: str) -> str:
     info = activity.info()
     logger.info(
         "log_session_start user_id=%s session_id=%s workflow_id=%s attempt=%d",
-        user_id,
-        session_id,
-        info.workflow_id,
-        info.attempt,
-    )
+        user_id, session_id, info.workflow_id, info.attempt,
+    )  # fmt: skip
     with _orm():
         if not get_user_model().objects.filter(pk=user_id).exists():
             raise ApplicationError(f"user {user_id} does not exist", type="UnknownUser", non_retryable=True)
@@ -51,3 +53,34 @@ def log_session_start(user_id: str, session_id: str) -> str:
             defaults={"user_id": user_id, "workflow_id": info.workflow_id, "run_id": info.workflow_run_id},
         )
     return f"session {session_id} started for user {user_id}"
+
+
+@activity.defn
+def persist_message(session_id: str, message: ChatMessageData) -> None:
+    """Stores one message under its sequence number, and moves the session's counters forward."""
+    from django.db import transaction
+
+    from chat.models import ChatMessage, ChatSession
+
+    logger.info("persist_message session_id=%s seq=%d attempt=%d", session_id, message.seq, activity.info().attempt)
+    with _orm(), transaction.atomic():
+        session = ChatSession.objects.get(session_id=session_id)
+        ChatMessage.objects.get_or_create(
+            session=session,
+            seq=message.seq,
+            defaults={"role": message.role, "content": message.content, "created_at": message.created_at},
+        )
+        # Messages may be stored out of order; the counters only ever move forward.
+        ChatSession.objects.filter(pk=session.pk, message_count__lt=message.seq).update(
+            message_count=message.seq, last_activity_at=message.created_at
+        )
+
+
+@activity.defn
+def log_session_end(end: SessionEnd) -> None:
+    """Records how and when the session ended."""
+    from chat.models import ChatSession
+
+    logger.info("log_session_end session_id=%s status=%s", end.session_id, end.status)
+    with _orm():
+        ChatSession.objects.filter(session_id=end.session_id).update(status=end.status, ended_at=end.ended_at)

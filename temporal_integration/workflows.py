@@ -1,36 +1,182 @@
 """Workflow definitions. Deterministic code only: no Django, no I/O, no clocks outside `workflow.*`."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.converter import value_to_type
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_integration.activities import log_session_start
+    from temporal_integration.activities import log_session_end, log_session_start, persist_message
+    from temporal_integration.types import (
+        INVALID_MESSAGE,
+        SESSION_ENDED,
+        ChatMessageData,
+        SessionCarry,
+        SessionEnd,
+        SessionOptions,
+        SessionState,
+        SessionStatus,
+    )
+
+T = TypeVar("T")
 
 # Database writes are retried until they succeed: a session's record must not be lost to a
 # database outage. Only errors raised as non-retryable (bad input) stop the retries.
-DB_ACTIVITY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
-DB_ACTIVITY_TIMEOUT = timedelta(seconds=30)
+DB_ACTIVITY = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30)
+    ),
+}
 
 
 def workflow_id_for(session_id: str) -> str:
     return f"chat-session-{session_id}"
 
 
+def _typed(cls: type[T], value: T | dict | None) -> T | None:
+    # The SDK decodes arguments by type hint only when every parameter was sent; a start that omits
+    # the trailing optional ones (the CLI, another SDK) hands the rest over as plain dicts.
+    return value_to_type(cls, value, []) if isinstance(value, dict) else value
+
+
 @workflow.defn
 class ChatSessionWorkflow:
-    """One chat session. For now it records the session's start and completes."""
+    """One chat session, open until ended or idle; the owner of its messages' order."""
+
+    @workflow.init
+    def __init__(
+        self, user_id: str, session_id: str, options: SessionOptions | None = None, carry: SessionCarry | None = None
+    ) -> None:
+        carry = _typed(SessionCarry, carry)
+        self.user_id = user_id
+        self.session_id = session_id
+        self.options = _typed(SessionOptions, options) or SessionOptions()
+        self.status = SessionStatus.ACTIVE
+        self.started_at: datetime = carry.started_at if carry else workflow.now()
+        self.message_count = carry.message_count if carry else 0
+        self.last_activity_at = carry.last_activity_at if carry else None
+        self.ended_at: datetime | None = None
+        self.start_logged = carry is not None
+        self.messages_this_run = 0
+        self.persisting = 0
 
     @workflow.run
-    async def run(self, user_id: str, session_id: str) -> str:
-        return await workflow.execute_activity(
-            log_session_start,
-            args=[user_id, session_id],
-            start_to_close_timeout=DB_ACTIVITY_TIMEOUT,
-            retry_policy=DB_ACTIVITY_RETRY,
+    async def run(
+        self, user_id: str, session_id: str, options: SessionOptions | None = None, carry: SessionCarry | None = None
+    ) -> SessionState:
+        if not self.start_logged:
+            await workflow.execute_activity(log_session_start, args=[user_id, session_id], **DB_ACTIVITY)
+            self.start_logged = True
+        self._show()
+        while self.status == SessionStatus.ACTIVE:
+            if self._continue_as_new_due() and workflow.all_handlers_finished():
+                workflow.continue_as_new(args=[user_id, session_id, self.options, self._carry()])
+            idle_left = (self._idle_deadline() - workflow.now()).total_seconds()
+            if idle_left <= 0:
+                if workflow.all_handlers_finished():
+                    await self._close(SessionStatus.TIMED_OUT)
+                else:  # a message is still being stored: the session is not idle yet
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                continue
+            try:
+                await workflow.wait_condition(
+                    lambda seen=self.message_count: (
+                        self.status != SessionStatus.ACTIVE
+                        or self.message_count != seen
+                        or (self._continue_as_new_due() and workflow.all_handlers_finished())
+                    ),
+                    timeout=idle_left,
+                    timeout_summary="idle timeout",
+                )
+            except TimeoutError:
+                pass
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.state()
+
+    @workflow.update
+    async def post_message(self, content: str) -> ChatMessageData:
+        # Sequence numbers are taken before any await, so concurrent posts never share one.
+        self.message_count += 1
+        self.messages_this_run += 1
+        message = ChatMessageData(seq=self.message_count, role="user", content=content, created_at=workflow.now())
+        self.last_activity_at = message.created_at
+        self.persisting += 1
+        try:
+            await workflow.wait_condition(lambda: self.start_logged)
+            await workflow.execute_activity(persist_message, args=[self.session_id, message], **DB_ACTIVITY)
+        finally:
+            self.persisting -= 1
+        self._show()
+        return message
+
+    @post_message.validator
+    def _validate_post_message(self, content: str) -> None:
+        self._require_active()
+        if not content.strip():
+            raise ApplicationError("content must not be empty.", type=INVALID_MESSAGE)
+        if len(content) > self.options.max_message_length:
+            raise ApplicationError(
+                f"content must be at most {self.options.max_message_length} characters.", type=INVALID_MESSAGE
+            )
+
+    @workflow.update
+    async def end_session(self) -> SessionState:
+        await self._close(SessionStatus.ENDED)
+        return self.state()
+
+    @end_session.validator
+    def _validate_end_session(self) -> None:
+        self._require_active()
+
+    @workflow.query
+    def get_state(self) -> SessionState:
+        return self.state()
+
+    def state(self) -> SessionState:
+        return SessionState(
+            session_id=self.session_id,
+            user_id=self.user_id,
+            status=self.status,
+            message_count=self.message_count,
+            started_at=self.started_at,
+            last_activity_at=self.last_activity_at,
+            ended_at=self.ended_at,
+            idle_timeout_seconds=self.options.idle_timeout_seconds,
+        )
+
+    def _require_active(self) -> None:
+        if self.status != SessionStatus.ACTIVE:
+            raise ApplicationError(f"Session {self.session_id!r} has {self.status.value}.", type=SESSION_ENDED)
+
+    async def _close(self, status: SessionStatus) -> None:
+        self.status = status
+        self.ended_at = workflow.now()
+        self._show()
+        # Messages already accepted are stored before the end is, so the record never counts a missing message.
+        await workflow.wait_condition(lambda: self.persisting == 0)
+        await workflow.wait_condition(lambda: self.start_logged)
+        end = SessionEnd(self.session_id, status, self.ended_at, self.message_count)
+        await workflow.execute_activity(log_session_end, end, **DB_ACTIVITY)
+
+    def _idle_deadline(self) -> datetime:
+        return (self.last_activity_at or self.started_at) + timedelta(seconds=self.options.idle_timeout_seconds)
+
+    def _continue_as_new_due(self) -> bool:
+        limit = self.options.max_messages_per_run
+        return workflow.info().is_continue_as_new_suggested() or bool(limit and self.messages_this_run >= limit)
+
+    def _carry(self) -> SessionCarry:
+        return SessionCarry(
+            started_at=self.started_at, message_count=self.message_count, last_activity_at=self.last_activity_at
+        )
+
+    def _show(self) -> None:
+        last = self.last_activity_at.isoformat(timespec="seconds") if self.last_activity_at else "none yet"
+        workflow.set_current_details(
+            f"**{self.status.value}** · {self.message_count} messages · last message {last} · "
+            f"idle timeout {self.options.idle_timeout_seconds:g}s"
         )

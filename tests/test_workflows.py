@@ -1,40 +1,247 @@
+import asyncio
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TypeVar
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowFailureError
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
+from temporal_integration.types import (
+    INVALID_MESSAGE,
+    SESSION_ENDED,
+    ChatMessageData,
+    SessionEnd,
+    SessionOptions,
+    SessionStatus,
+)
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
 
+T = TypeVar("T")
 
-async def run_session(env: WorkflowEnvironment, activities: list, user_id: str = "7", session_id: str = "s-1") -> str:
+
+@dataclass
+class FakeDatabase:
+    """Activities registered under the real names, recording what the workflow asks them to store."""
+
+    starts: list[tuple[str, str]] = field(default_factory=list)
+    messages: list[ChatMessageData] = field(default_factory=list)
+    ends: list[SessionEnd] = field(default_factory=list)
+
+    def activities(self) -> list:
+        @activity.defn(name="log_session_start")
+        async def log_session_start(user_id: str, session_id: str) -> str:
+            self.starts.append((user_id, session_id))
+            return f"recorded {session_id}"
+
+        @activity.defn(name="persist_message")
+        async def persist_message(session_id: str, message: ChatMessageData) -> None:
+            self.messages.append(message)
+
+        @activity.defn(name="log_session_end")
+        async def log_session_end(end: SessionEnd) -> None:
+            self.ends.append(end)
+
+        return [log_session_start, persist_message, log_session_end]
+
+
+@asynccontextmanager
+async def session(
+    client: Client, activities: list, options: SessionOptions | None = None, session_id: str = "s-1"
+) -> AsyncIterator[WorkflowHandle]:
+    """A session workflow on a fresh task queue, with a real worker running the given activities."""
     task_queue = f"test-{uuid.uuid4()}"
-    async with Worker(env.client, task_queue=task_queue, workflows=[ChatSessionWorkflow], activities=activities):
-        return await env.client.execute_workflow(
-            ChatSessionWorkflow.run, args=[user_id, session_id], id=workflow_id_for(session_id), task_queue=task_queue
+    async with Worker(client, task_queue=task_queue, workflows=[ChatSessionWorkflow], activities=activities):
+        yield await client.start_workflow(
+            ChatSessionWorkflow.run,
+            args=["7", session_id, options or SessionOptions()],
+            id=workflow_id_for(f"{session_id}-{uuid.uuid4()}"),
+            task_queue=task_queue,
         )
 
 
-async def test_workflow_logs_the_session_start_with_its_inputs_and_completes(time_skipping_env):
-    calls: list[tuple[str, str]] = []
-
-    @activity.defn(name="log_session_start")
-    async def record(user_id: str, session_id: str) -> str:
-        calls.append((user_id, session_id))
-        return f"recorded {session_id}"
-
-    result = await run_session(time_skipping_env, [record], user_id="7", session_id="s-42")
-
-    assert calls == [("7", "s-42")]
-    assert result == "recorded s-42"
+async def event_types(handle: WorkflowHandle) -> list[str]:
+    return [EventType.Name(event.event_type) async for event in handle.fetch_history_events()]
 
 
-async def test_workflow_retries_log_session_start_until_it_succeeds(time_skipping_env):
+async def run_ids(client: Client, handle: WorkflowHandle) -> list[str]:
+    """The session's runs, first to last, following each continue-as-new."""
+    runs = [handle.first_execution_run_id]
+    while True:
+        history = await client.get_workflow_handle(handle.id, run_id=runs[-1]).fetch_history()
+        last = history.events[-1]
+        if not last.HasField("workflow_execution_continued_as_new_event_attributes"):
+            return runs
+        runs.append(last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id)
+
+
+@pytest.fixture(scope="session")
+async def dev_client(dev_server) -> Client:
+    """A client on the dev server: updates need the real server (the time-skipping one hangs on them)."""
+    return await Client.connect(dev_server.address)
+
+
+async def wait_until(read: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float = 10) -> T:
+    """Polls an async read until `ok` holds, failing at the deadline."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not ok(value := await read()):
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out after {within}s; last value {value!r}")
+        await asyncio.sleep(0.05)
+    return value
+
+
+# Updates on the dev server use these: its timers run in real time, so the idle timeout is an input.
+NO_IDLE = SessionOptions(idle_timeout_seconds=3600)
+
+
+async def test_a_session_logs_its_start_with_the_workflow_inputs(dev_client):
+    db = FakeDatabase()
+    async with session(dev_client, db.activities(), NO_IDLE, session_id="s-42") as handle:
+        await handle.execute_update(ChatSessionWorkflow.end_session)
+        await handle.result()
+
+    assert db.starts == [("7", "s-42")]
+
+
+async def test_an_idle_session_times_out_after_30_minutes(time_skipping_env):
+    db = FakeDatabase()
+    async with session(time_skipping_env.client, db.activities()) as handle:
+        state = await handle.result()  # the time-skipping server jumps over the 30 minutes
+
+    assert state.status == SessionStatus.TIMED_OUT
+    assert timedelta(minutes=30) <= state.ended_at - state.started_at < timedelta(minutes=30, seconds=1)
+    assert [end.status for end in db.ends] == [SessionStatus.TIMED_OUT]
+
+
+async def test_each_message_restarts_the_idle_timeout(dev_client):
+    db = FakeDatabase()
+    idle = timedelta(seconds=3)
+    async with session(dev_client, db.activities(), SessionOptions(idle_timeout_seconds=idle.total_seconds())) as h:
+        await asyncio.sleep(1)  # part of the idle time passes (the test's input, not a wait for a condition)
+        message = await h.execute_update(ChatSessionWorkflow.post_message, "still here")
+        state = await h.result()
+
+    assert state.status == SessionStatus.TIMED_OUT
+    assert state.ended_at - message.created_at >= idle
+    assert state.ended_at - state.started_at >= idle + (message.created_at - state.started_at)
+
+
+async def test_messages_get_consecutive_sequence_numbers_and_are_stored(dev_client):
+    db = FakeDatabase()
+    async with session(dev_client, db.activities(), NO_IDLE) as handle:
+        posted = [await handle.execute_update(ChatSessionWorkflow.post_message, f"m{i}") for i in range(1, 4)]
+        state = await handle.query(ChatSessionWorkflow.get_state)
+        final = await handle.execute_update(ChatSessionWorkflow.end_session)
+        await handle.result()
+
+    assert [(m.seq, m.role, m.content) for m in posted] == [(1, "user", "m1"), (2, "user", "m2"), (3, "user", "m3")]
+    assert db.messages == posted
+    assert (state.status, state.message_count, state.last_activity_at) == ("active", 3, posted[-1].created_at)
+    assert (final.status, final.message_count) == (SessionStatus.ENDED, 3)
+    assert db.ends == [SessionEnd("s-1", SessionStatus.ENDED, final.ended_at, 3)]
+
+
+async def test_concurrent_messages_never_share_a_sequence_number(dev_client):
+    db = FakeDatabase()
+    async with session(dev_client, db.activities(), NO_IDLE) as handle:
+        posted = await asyncio.gather(
+            *(handle.execute_update(ChatSessionWorkflow.post_message, f"m{i}") for i in range(20))
+        )
+        await handle.execute_update(ChatSessionWorkflow.end_session)
+
+    assert sorted(m.seq for m in posted) == list(range(1, 21))
+    assert sorted(m.seq for m in db.messages) == list(range(1, 21))
+
+
+async def test_messages_survive_continue_as_new_in_order_and_once(dev_client):
+    db = FakeDatabase()
+    options = SessionOptions(idle_timeout_seconds=3600, max_messages_per_run=3)
+    async with session(dev_client, db.activities(), options) as handle:
+        posted = [await handle.execute_update(ChatSessionWorkflow.post_message, f"m{i}") for i in range(1, 11)]
+        final = await handle.execute_update(ChatSessionWorkflow.end_session)
+        await handle.result()
+        runs = await run_ids(dev_client, handle)
+    assert [m.seq for m in posted] == list(range(1, 11))
+    assert [(m.seq, m.content) for m in db.messages] == [(i, f"m{i}") for i in range(1, 11)]
+    assert final.message_count == 10
+    assert db.starts == [("7", "s-1")]  # logged once, not once per run
+    assert len(runs) == 4  # 3 + 3 + 3 messages, then the 10th and the end in the fourth run
+
+
+async def test_rejected_updates_leave_no_trace_in_history(dev_client):
+    db = FakeDatabase()
+    options = SessionOptions(idle_timeout_seconds=3600, max_message_length=10)
+    async with session(dev_client, db.activities(), options) as handle:
+        await handle.execute_update(ChatSessionWorkflow.post_message, "hello")
+        rejections = []
+        for content in ["", "   ", "x" * 11]:
+            with pytest.raises(WorkflowUpdateFailedError) as failure:
+                await handle.execute_update(ChatSessionWorkflow.post_message, content)
+            rejections.append((failure.value.cause.type, failure.value.cause.message))
+        await handle.execute_update(ChatSessionWorkflow.end_session)
+        await handle.result()
+        events = await event_types(handle)
+
+    assert rejections == [
+        (INVALID_MESSAGE, "content must not be empty."),
+        (INVALID_MESSAGE, "content must not be empty."),
+        (INVALID_MESSAGE, "content must be at most 10 characters."),
+    ]
+    assert events.count("EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED") == 2  # "hello" and the end
+    assert not [e for e in events if "UPDATE_REJECTED" in e]
+    assert [m.content for m in db.messages] == ["hello"]
+
+
+async def test_messages_and_a_second_end_are_rejected_while_the_session_is_ending(dev_client):
+    db = FakeDatabase()
+    release = asyncio.Event()
+    start, persist, _ = db.activities()
+
+    @activity.defn(name="log_session_end")
+    async def slow_end(end: SessionEnd) -> None:
+        await release.wait()
+        db.ends.append(end)
+
+    async with session(dev_client, [start, persist, slow_end], NO_IDLE) as handle:
+        ending = asyncio.create_task(handle.execute_update(ChatSessionWorkflow.end_session))
+        await wait_until(lambda: handle.query(ChatSessionWorkflow.get_state), lambda s: s.status == "ended")
+        with pytest.raises(WorkflowUpdateFailedError) as post:
+            await handle.execute_update(ChatSessionWorkflow.post_message, "too late")
+        with pytest.raises(WorkflowUpdateFailedError) as second_end:
+            await handle.execute_update(ChatSessionWorkflow.end_session)
+        release.set()
+        final = await ending
+        await handle.result()
+
+    assert (post.value.cause.type, post.value.cause.message) == (SESSION_ENDED, "Session 's-1' has ended.")
+    assert second_end.value.cause.type == SESSION_ENDED
+    assert (final.status, len(db.ends), db.messages) == (SessionStatus.ENDED, 1, [])
+
+
+async def test_a_message_after_the_session_closed_meets_a_closed_workflow(dev_client):
+    db = FakeDatabase()
+    async with session(dev_client, db.activities(), NO_IDLE) as handle:
+        await handle.execute_update(ChatSessionWorkflow.end_session)
+        await handle.result()
+        with pytest.raises(RPCError) as failure:
+            await handle.execute_update(ChatSessionWorkflow.post_message, "too late")
+
+    assert failure.value.status == RPCStatusCode.NOT_FOUND
+    assert db.messages == []
+
+
+async def test_the_session_retries_a_failing_database_write_until_it_succeeds(time_skipping_env):
+    db = FakeDatabase()
     attempts: list[int] = []
 
     @activity.defn(name="log_session_start")
@@ -44,11 +251,15 @@ async def test_workflow_retries_log_session_start_until_it_succeeds(time_skippin
             raise RuntimeError("database is down")
         return "ok"
 
-    assert await run_session(time_skipping_env, [flaky]) == "ok"
+    async with session(time_skipping_env.client, [flaky, *db.activities()[1:]]) as handle:
+        state = await handle.result()
+
     assert attempts == [1, 2, 3, 4]
+    assert state.status == SessionStatus.TIMED_OUT
 
 
-async def test_workflow_fails_at_once_on_a_non_retryable_activity_error(time_skipping_env):
+async def test_the_session_fails_at_once_on_a_non_retryable_start_error(time_skipping_env):
+    db = FakeDatabase()
     attempts: list[int] = []
 
     @activity.defn(name="log_session_start")
@@ -56,8 +267,9 @@ async def test_workflow_fails_at_once_on_a_non_retryable_activity_error(time_ski
         attempts.append(activity.info().attempt)
         raise ApplicationError("user 7 does not exist", non_retryable=True)
 
-    with pytest.raises(WorkflowFailureError):
-        await run_session(time_skipping_env, [reject])
+    async with session(time_skipping_env.client, [reject, *db.activities()[1:]]) as handle:
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
     assert attempts == [1]
 
 
@@ -68,3 +280,16 @@ def test_workflow_module_imports_no_django():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+async def test_a_session_started_with_only_user_and_session_id_uses_the_default_options(dev_client):
+    db = FakeDatabase()
+    task_queue = f"test-{uuid.uuid4()}"
+    async with Worker(dev_client, task_queue=task_queue, workflows=[ChatSessionWorkflow], activities=db.activities()):
+        handle = await dev_client.start_workflow(
+            ChatSessionWorkflow.run, args=["7", "bare"], id=f"bare-{task_queue}", task_queue=task_queue
+        )
+        state = await handle.query(ChatSessionWorkflow.get_state)
+        await handle.execute_update(ChatSessionWorkflow.end_session)
+
+    assert state.idle_timeout_seconds == 30 * 60

@@ -1,0 +1,66 @@
+"""Values that cross the workflow boundary: workflow inputs, update results, activity arguments.
+
+Plain dataclasses and no Django, so the workflow sandbox can import them.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class SessionStatus(StrEnum):
+    ACTIVE = "active"
+    ENDED = "ended"
+    TIMED_OUT = "timed_out"
+    FAILED = "failed"
+
+
+# ApplicationError types raised by the workflow's update validators; the service maps them to HTTP answers.
+SESSION_ENDED = "SessionEnded"
+INVALID_MESSAGE = "InvalidMessage"
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    idle_timeout_seconds: float = 30 * 60
+    max_message_length: int = 4000
+    # Continue-as-new after this many messages in one run, besides whenever Temporal suggests it.
+    # None leaves it to Temporal; tests set it low to force continue-as-new.
+    max_messages_per_run: int | None = None
+
+
+@dataclass(frozen=True)
+class SessionCarry:
+    """What one run hands to the next on continue-as-new."""
+
+    started_at: datetime
+    message_count: int
+    last_activity_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ChatMessageData:
+    seq: int
+    role: str
+    content: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SessionState:
+    session_id: str
+    user_id: str
+    status: SessionStatus
+    message_count: int
+    started_at: datetime
+    last_activity_at: datetime | None
+    ended_at: datetime | None
+    idle_timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class SessionEnd:
+    session_id: str
+    status: SessionStatus
+    ended_at: datetime
+    message_count: int
