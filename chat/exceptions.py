@@ -3,3 +3,21 @@ class SessionExists(Exception):
 
     def __init__(self, session_id: str) -> None:
         super().__init__(f"Session {session_id!r} already exists. Choose another session_id, or omit it.")
+
+
+class SessionNotFound(Exception):
+    """No session with this id belongs to the caller (another user's session is reported the same way)."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"Session {session_id!r} not found.")
+
+
+class SessionEnded(Exception):
+    """The session no longer takes messages or an end."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"Session {session_id!r} has ended. Start a new session to go on.")
+
+
+class InvalidMessage(Exception):
+    """The workflow refused a message's content."""

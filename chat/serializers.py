@@ -1,34 +1,54 @@
+from django.conf import settings
 from rest_framework import serializers
+
+from chat.models import ChatMessage, ChatSession
+from temporal_integration.conf import get_config
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 SESSION_ID_RULE = "must be 1 to 64 letters, digits, '_' or '-'."
 
 
-class StrictRegexField(serializers.RegexField):
-    """A RegexField that takes only strings: DRF's CharField would turn 5 into "5"."""
+def _require_str(field: serializers.Field, data: object) -> None:
+    # DRF's CharField turns 5 into "5"; a wrong type is a client error here.
+    if not isinstance(data, str):
+        field.fail("not_a_string")
+    try:
+        data.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from JSON's \ud800: no database or Temporal payload takes it
+        field.fail("not_utf8")
 
+
+class StrictRegexField(serializers.RegexField):
     def to_internal_value(self, data: object) -> str:
-        if not isinstance(data, str):
-            self.fail("not_a_string")
+        _require_str(self, data)
         return super().to_internal_value(data)
 
 
-class StartSessionSerializer(serializers.Serializer):
-    session_id = StrictRegexField(
-        SESSION_ID_PATTERN,
-        required=False,
-        error_messages={
-            "invalid": SESSION_ID_RULE,
-            "blank": SESSION_ID_RULE,
-            "not_a_string": "must be a string.",
-        },
-    )
+class StrictCharField(serializers.CharField):
+    def to_internal_value(self, data: object) -> str:
+        _require_str(self, data)
+        return super().to_internal_value(data)
+
+
+STRING_ERRORS = {"not_a_string": "must be a string.", "not_utf8": "must be valid Unicode text."}
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it doesn't know, so a misspelt field is an error rather than silently ignored."""
 
     def validate(self, attrs: dict) -> dict:
         unknown = set(self.initial_data) - set(self.fields)
         if unknown:
             raise serializers.ValidationError(f"Unknown fields: {', '.join(sorted(unknown))}.")
         return attrs
+
+
+class StartSessionSerializer(StrictSerializer):
+    session_id = StrictRegexField(
+        SESSION_ID_PATTERN,
+        required=False,
+        error_messages={"invalid": SESSION_ID_RULE, "blank": SESSION_ID_RULE, **STRING_ERRORS},
+    )
 
 
 class StartedSessionSerializer(serializers.Serializer):
@@ -38,3 +58,66 @@ class StartedSessionSerializer(serializers.Serializer):
     run_id = serializers.CharField()
     status = serializers.CharField()
     temporal_ui_url = serializers.URLField()
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    temporal_ui_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ChatSession
+        fields = [
+            "session_id", "status", "message_count", "started_at", "last_activity_at", "ended_at",
+            "workflow_id", "temporal_ui_url",
+        ]  # fmt: skip
+
+    def get_temporal_ui_url(self, session: ChatSession) -> str:
+        return get_config().workflow_ui_url(session.workflow_id)
+
+
+class LiveStateSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    message_count = serializers.IntegerField()
+    started_at = serializers.DateTimeField()
+    last_activity_at = serializers.DateTimeField(allow_null=True)
+    ended_at = serializers.DateTimeField(allow_null=True)
+    idle_timeout_seconds = serializers.FloatField()
+
+
+class SessionDetailSerializer(SessionSerializer):
+    live = serializers.SerializerMethodField(help_text="The workflow's own state while the session is open; "
+                                             "null once it has closed or while Temporal can't be asked.")  # fmt: skip
+
+    class Meta(SessionSerializer.Meta):
+        fields = [*SessionSerializer.Meta.fields, "live"]
+
+    def get_live(self, session: ChatSession) -> dict | None:
+        state = self.context.get("live")
+        return LiveStateSerializer(state).data if state else None
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ChatMessage
+        fields = ["seq", "role", "content", "created_at"]
+
+
+class PostMessageSerializer(StrictSerializer):
+    content = StrictCharField(
+        trim_whitespace=False,
+        error_messages={"blank": "must not be empty.", **STRING_ERRORS},
+    )
+
+    def validate_content(self, content: str) -> str:
+        if not content.strip():
+            raise serializers.ValidationError("must not be empty.")
+        if len(content) > settings.CHAT_MESSAGE_MAX_LENGTH:
+            raise serializers.ValidationError(f"must be at most {settings.CHAT_MESSAGE_MAX_LENGTH} characters.")
+        return content
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class ValidationErrorSerializer(ErrorSerializer):
+    errors = serializers.DictField(help_text="The same problems, by field.")

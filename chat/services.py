@@ -1,17 +1,38 @@
-"""The one door from the chat app to Temporal."""
+"""The one door from the chat app to Temporal, and the reads of the session records."""
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
-from chat.exceptions import SessionExists
-from chat.models import ChatSession
-from temporal_integration.client import run_on_client
+from chat.exceptions import InvalidMessage, SessionEnded, SessionExists, SessionNotFound
+from chat.models import ChatMessage, ChatSession
+from temporal_integration.client import TemporalUnavailable, run_on_client
 from temporal_integration.conf import get_config
+from temporal_integration.types import (
+    INVALID_MESSAGE,
+    SESSION_ENDED,
+    ChatMessageData,
+    SessionOptions,
+    SessionState,
+)
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -22,6 +43,12 @@ class StartedSession:
     run_id: str
     status: str
     temporal_ui_url: str
+
+
+def session_options() -> SessionOptions:
+    return SessionOptions(
+        idle_timeout_seconds=settings.CHAT_SESSION_IDLE_TIMEOUT, max_message_length=settings.CHAT_MESSAGE_MAX_LENGTH
+    )
 
 
 def session_start(*, user: AbstractBaseUser, session_id: str | None = None) -> StartedSession:
@@ -36,12 +63,14 @@ def session_start(*, user: AbstractBaseUser, session_id: str | None = None) -> S
         handle = run_on_client(
             lambda client: client.start_workflow(
                 ChatSessionWorkflow.run,
-                args=[user_id, session_id],
+                # Every parameter, always: the SDK decodes by type hint only when the counts match.
+                args=[user_id, session_id, session_options(), None],
                 id=workflow_id_for(session_id),
                 task_queue=config.task_queue,
                 # Running: FAIL; closed: REJECT_DUPLICATE. Together, a session id is used once.
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=f"Chat session {session_id} of user {user_id}",
                 rpc_timeout=config.rpc_timeout,
             )
         )
@@ -55,3 +84,86 @@ def session_start(*, user: AbstractBaseUser, session_id: str | None = None) -> S
         status=ChatSession.Status.ACTIVE,
         temporal_ui_url=config.workflow_ui_url(handle.id, handle.result_run_id),
     )
+
+
+def sessions_of(*, user: AbstractBaseUser) -> QuerySet[ChatSession]:
+    return ChatSession.objects.filter(user=user)
+
+
+def session_get(*, user: AbstractBaseUser, session_id: str) -> ChatSession:
+    """The caller's session record; SessionNotFound for an unknown id and for another user's session alike."""
+    try:
+        return sessions_of(user=user).get(session_id=session_id)
+    except ChatSession.DoesNotExist:
+        raise SessionNotFound(session_id) from None
+
+
+def session_live_state(session: ChatSession) -> SessionState | None:
+    """The workflow's own view of an open session; None once it has closed or while Temporal can't answer."""
+    if session.status != ChatSession.Status.ACTIVE:
+        return None
+    try:
+        return _on_handle(session.session_id, lambda handle, timeout: handle.query(
+            ChatSessionWorkflow.get_state, rpc_timeout=timeout))  # fmt: skip
+    except (TemporalUnavailable, RPCError, WorkflowQueryFailedError):
+        return None
+
+
+def messages_of(*, user: AbstractBaseUser, session_id: str) -> QuerySet[ChatMessage]:
+    return session_get(user=user, session_id=session_id).messages.order_by("seq")
+
+
+def message_post(*, user: AbstractBaseUser, session_id: str, content: str) -> ChatMessageData:
+    """Hands the message to the session's workflow, which numbers and stores it."""
+    _require_owner(user=user, session_id=session_id)
+    return _update(session_id, lambda handle, timeout: handle.execute_update(
+        ChatSessionWorkflow.post_message, content, rpc_timeout=timeout))  # fmt: skip
+
+
+def session_end(*, user: AbstractBaseUser, session_id: str) -> SessionState:
+    """Ends the session through its workflow and returns its final state."""
+    _require_owner(user=user, session_id=session_id)
+    return _update(session_id, lambda handle, timeout: handle.execute_update(
+        ChatSessionWorkflow.end_session, rpc_timeout=timeout))  # fmt: skip
+
+
+def _on_handle(session_id: str, call: Callable[[WorkflowHandle, object], Awaitable[T]]) -> T:
+    timeout = get_config().rpc_timeout
+
+    def on_client(client: Client) -> Awaitable[T]:
+        return call(client.get_workflow_handle(workflow_id_for(session_id)), timeout)
+
+    return run_on_client(on_client)
+
+
+def _require_owner(*, user: AbstractBaseUser, session_id: str) -> None:
+    if sessions_of(user=user).filter(session_id=session_id).exists():
+        return
+    if ChatSession.objects.filter(session_id=session_id).exists():
+        raise SessionNotFound(session_id)
+    # The record is written by the workflow's first activity, a moment after the start: ask the workflow itself.
+    try:
+        state = _on_handle(session_id, lambda handle, timeout: handle.query(
+            ChatSessionWorkflow.get_state, rpc_timeout=timeout))  # fmt: skip
+    except (RPCError, WorkflowQueryFailedError):
+        raise SessionNotFound(session_id) from None
+    if state.user_id != str(user.pk):
+        raise SessionNotFound(session_id)
+
+
+def _update(session_id: str, call: Callable[[WorkflowHandle, object], Awaitable[T]]) -> T:
+    try:
+        return _on_handle(session_id, call)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == SESSION_ENDED:
+            raise SessionEnded(session_id) from exc
+        if isinstance(cause, ApplicationError) and cause.type == INVALID_MESSAGE:
+            raise InvalidMessage(cause.message) from exc
+        raise
+    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+        raise TemporalUnavailable(get_config().address, "the update was not answered in time") from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # the caller owns it, so the workflow exists but has closed
+            raise SessionEnded(session_id) from exc
+        raise

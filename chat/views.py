@@ -1,16 +1,99 @@
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from chat.serializers import StartedSessionSerializer, StartSessionSerializer
-from chat.services import session_start
+from chat import services
+from chat.serializers import (
+    ErrorSerializer,
+    LiveStateSerializer,
+    MessageSerializer,
+    PostMessageSerializer,
+    SessionDetailSerializer,
+    SessionSerializer,
+    StartedSessionSerializer,
+    StartSessionSerializer,
+    ValidationErrorSerializer,
+)
+
+
+def _errors(**described: str) -> dict[int, OpenApiResponse]:
+    """Error responses for the schema: each status with its JSON `detail` body."""
+    return {
+        int(code.removeprefix("e")): OpenApiResponse(
+            ValidationErrorSerializer if code == "e400" else ErrorSerializer, text
+        )
+        for code, text in described.items()
+    }
+
+
+UNAUTHENTICATED = {"e401": "No or invalid credentials."}
+NOT_FOUND = {"e404": "No such session of the caller's (another user's session answers the same)."}
+UNAVAILABLE = {"e503": "Temporal is unreachable; retry after the Retry-After header's seconds."}
 
 
 class SessionViewSet(viewsets.GenericViewSet):
-    serializer_class = StartSessionSerializer
+    """Chat sessions, each one a Temporal workflow."""
 
+    lookup_field = "session_id"
+    lookup_value_regex = "[A-Za-z0-9_-]{1,64}"
+    serializer_class = SessionSerializer
+
+    def get_queryset(self):  # noqa: ANN201
+        return services.sessions_of(user=self.request.user)
+
+    @extend_schema(
+        request=StartSessionSerializer,
+        responses={202: StartedSessionSerializer, **_errors(
+            e400="Malformed JSON, a bad session_id or unknown fields.", **UNAUTHENTICATED,
+            e409="This session_id was already used.", e415="The body is not JSON.", **UNAVAILABLE)},
+    )  # fmt: skip
     def create(self, request: Request) -> Response:
         payload = StartSessionSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        started = session_start(user=request.user, session_id=payload.validated_data.get("session_id"))
+        started = services.session_start(user=request.user, session_id=payload.validated_data.get("session_id"))
         return Response(StartedSessionSerializer(started).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={200: SessionSerializer(many=True), **_errors(**UNAUTHENTICATED)})
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(SessionSerializer(page, many=True).data)
+
+    @extend_schema(responses={200: SessionDetailSerializer, **_errors(**UNAUTHENTICATED, **NOT_FOUND)})
+    def retrieve(self, request: Request, session_id: str) -> Response:
+        session = services.session_get(user=request.user, session_id=session_id)
+        live = services.session_live_state(session)
+        return Response(SessionDetailSerializer(session, context={"live": live}).data)
+
+    @extend_schema(
+        methods=["GET"], responses={200: MessageSerializer(many=True), **_errors(**UNAUTHENTICATED, **NOT_FOUND)}
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=PostMessageSerializer,
+        responses={201: MessageSerializer, **_errors(
+            e400="Empty, too long or not a string.", **UNAUTHENTICATED, **NOT_FOUND,
+            e409="The session has ended.", e415="The body is not JSON.", **UNAVAILABLE)},
+    )  # fmt: skip
+    @action(detail=True, methods=["get", "post"])
+    def messages(self, request: Request, session_id: str) -> Response:
+        if request.method == "GET":
+            page = self.paginate_queryset(services.messages_of(user=request.user, session_id=session_id))
+            return self.get_paginated_response(MessageSerializer(page, many=True).data)
+        payload = PostMessageSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        message = services.message_post(
+            user=request.user, session_id=session_id, content=payload.validated_data["content"]
+        )
+        return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=None,
+        responses={200: LiveStateSerializer, **_errors(
+            **UNAUTHENTICATED, **NOT_FOUND, e409="The session has already ended.", **UNAVAILABLE)},
+    )  # fmt: skip
+    @action(detail=True, methods=["post"])
+    def end(self, request: Request, session_id: str) -> Response:
+        final = services.session_end(user=request.user, session_id=session_id)
+        return Response(LiveStateSerializer(final).data)

@@ -7,12 +7,15 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from chat.exceptions import SessionExists
+from chat.exceptions import InvalidMessage, SessionEnded, SessionExists, SessionNotFound
 from temporal_integration.client import TemporalUnavailable
 
 logger = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[Exception], int] = {
+    InvalidMessage: status.HTTP_400_BAD_REQUEST,
+    SessionNotFound: status.HTTP_404_NOT_FOUND,
+    SessionEnded: status.HTTP_409_CONFLICT,
     SessionExists: status.HTTP_409_CONFLICT,
     TemporalUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
 }

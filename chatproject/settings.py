@@ -45,6 +45,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "chat",
     "temporal_integration",
 ]
@@ -111,7 +113,27 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "chatproject.api.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Chat sessions API",
+    "DESCRIPTION": "Every chat session is a durable Temporal workflow. Authenticate with `Authorization: Token <key>`.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI's assets from the installed sidecar package, not a CDN: /api/docs/ works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+}
+
+# Chat sessions (passed to each session's workflow as its options)
+CHAT_SESSION_IDLE_TIMEOUT: float = _read(env.float, "CHAT_SESSION_IDLE_TIMEOUT", 30 * 60)
+CHAT_MESSAGE_MAX_LENGTH: int = _read(env.int, "CHAT_MESSAGE_MAX_LENGTH", 4000)
+if CHAT_SESSION_IDLE_TIMEOUT <= 0 or CHAT_MESSAGE_MAX_LENGTH <= 0:
+    raise ImproperlyConfigured("CHAT_SESSION_IDLE_TIMEOUT and CHAT_MESSAGE_MAX_LENGTH must be positive.")
 
 # Temporal (read by temporal_integration.conf, which validates them at start-up)
 TEMPORAL_ADDRESS: str = env.str("TEMPORAL_ADDRESS", default="localhost:7233")

@@ -11,14 +11,14 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from temporal_integration.activities import log_session_start
+from temporal_integration.activities import log_session_end, log_session_start, persist_message
 from temporal_integration.client import TemporalUnavailable, connect
 from temporal_integration.workflows import ChatSessionWorkflow
 
 logger = logging.getLogger(__name__)
 
 WORKFLOWS = [ChatSessionWorkflow]
-ACTIVITIES = [log_session_start]
+ACTIVITIES = [log_session_start, persist_message, log_session_end]
 
 
 @dataclass(frozen=True)

@@ -46,14 +46,12 @@ def test_start_answers_202_and_the_workflow_writes_the_record(api, user, worker,
     assert body["temporal_ui_url"] == (
         f"{settings.TEMPORAL_UI_URL}/namespaces/default/workflows/chat-session-chat-1/{body['run_id']}/history"
     )
-    assert wait_for(
-        lambda: status_of("chat-session-chat-1", dev_server.address) == "COMPLETED", what="the workflow to complete"
-    )
+    assert wait_for(lambda: status_of("chat-session-chat-1", dev_server.address) == "RUNNING", what="the workflow")
     described = describe("chat-session-chat-1", dev_server.address)
     assert described["workflowExecutionInfo"]["type"]["name"] == "ChatSessionWorkflow"
     assert described["workflowExecutionInfo"]["execution"]["runId"] == body["run_id"]
 
-    session = ChatSession.objects.get(session_id="chat-1")
+    session = wait_for(lambda: ChatSession.objects.filter(session_id="chat-1").first(), what="the session record")
     assert (session.user, session.workflow_id, session.run_id) == (user, "chat-session-chat-1", body["run_id"])
 
 
@@ -141,6 +139,7 @@ def test_starting_a_session_id_twice_answers_409(api, worker):
 
 def test_a_session_id_whose_workflow_closed_answers_409_even_without_its_record(api, worker, dev_server):
     assert api.post(URL, {"session_id": "closed"}, format="json").status_code == 202
+    wait_for(lambda: api.post(f"{URL}closed/end/").status_code == 200, what="the session to end")
     wait_for(lambda: status_of("chat-session-closed", dev_server.address) == "COMPLETED", what="completion")
     ChatSession.objects.filter(session_id="closed").delete()
 

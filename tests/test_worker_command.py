@@ -15,6 +15,7 @@ from django.db import connection
 from temporalio.client import Client
 
 from chat.models import ChatSession
+from temporal_integration.types import SessionState
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
 from tests.conftest import DevServer, free_port, wait_for
 
@@ -56,12 +57,17 @@ class WorkerProcess:
         return self.process.wait(30)
 
 
-def run_session(address: str, task_queue: str, user_id: str, session_id: str) -> str:
-    async def run() -> str:
+def run_session(address: str, task_queue: str, user_id: str, session_id: str) -> SessionState:
+    """Starts a session, posts one message, ends it, and returns its final state."""
+
+    async def run() -> SessionState:
         client = await Client.connect(address)
-        return await client.execute_workflow(
+        handle = await client.start_workflow(
             ChatSessionWorkflow.run, args=[user_id, session_id], id=workflow_id_for(session_id), task_queue=task_queue
         )
+        await handle.execute_update(ChatSessionWorkflow.post_message, "hello")
+        await handle.execute_update(ChatSessionWorkflow.end_session)
+        return await handle.result()
 
     return asyncio.run(asyncio.wait_for(run(), 30))
 
@@ -74,10 +80,12 @@ def user():
 def test_worker_runs_a_session_to_completion_and_exits_0_on_sigterm(dev_server, user, tmp_path):
     worker = WorkerProcess(dev_server.address, log=tmp_path / "worker.log")
     try:
-        result = run_session(dev_server.address, worker.task_queue, str(user.pk), "sub-1")
+        final = run_session(dev_server.address, worker.task_queue, str(user.pk), "sub-1")
 
-        assert result == f"session sub-1 started for user {user.pk}"
-        assert ChatSession.objects.get(session_id="sub-1").user == user
+        assert (final.status, final.message_count) == ("ended", 1)
+        session = ChatSession.objects.get(session_id="sub-1")
+        assert (session.user, session.status, session.message_count) == (user, "ended", 1)
+        assert session.messages.get().content == "hello"
     finally:
         exit_code = worker.terminate()
     assert exit_code == 0, worker.output()
@@ -94,7 +102,7 @@ def test_worker_waits_for_a_server_that_starts_later(user, tmp_path):
         assert worker.process.poll() is None
         server = DevServer(port=port).wait_ready()
 
-        assert run_session(server.address, worker.task_queue, str(user.pk), "late-1").startswith("session late-1")
+        assert run_session(server.address, worker.task_queue, str(user.pk), "late-1").status == "ended"
     finally:
         exit_code = worker.terminate()
         if server:

@@ -1,4 +1,7 @@
 import argparse
+import logging
+import os
+import sys
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
@@ -60,3 +63,9 @@ class Command(BaseCommand):
             run(worker_options)
         except TemporalUnavailable as exc:
             raise CommandError(f"{exc} Start it with `make temporal`, or set TEMPORAL_ADDRESS.") from exc
+        # The worker has drained and stopped. Leave without interpreter finalization: the SDK's native
+        # threads may still call into Python while it runs, which aborts the process (seen as exit -6).
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

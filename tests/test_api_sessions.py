@@ -1,0 +1,233 @@
+"""The session's life through the REST API: messages, detail, end, and the reads."""
+
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from chat.models import ChatMessage, ChatSession
+from tests.conftest import free_port, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def api_for(username: str) -> APIClient:
+    user = get_user_model().objects.create_user(username)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.user = user
+    return client
+
+
+@pytest.fixture
+def alice() -> APIClient:
+    return api_for("alice")
+
+
+@pytest.fixture
+def bob() -> APIClient:
+    return api_for("bob")
+
+
+def start(api: APIClient, session_id: str) -> str:
+    response = api.post("/api/sessions/", {"session_id": session_id}, format="json")
+    assert response.status_code == 202, response.content
+    return session_id
+
+
+def post(api: APIClient, session_id: str, content: object):
+    return api.post(f"/api/sessions/{session_id}/messages/", {"content": content}, format="json")
+
+
+def test_start_three_messages_detail_end_then_409(alice, worker):
+    session_id = start(alice, "flow")
+
+    posted = [post(alice, session_id, text) for text in ["hello", "how are you?", "bye"]]
+
+    assert [r.status_code for r in posted] == [201, 201, 201]
+    assert [(r.json()["seq"], r.json()["role"], r.json()["content"]) for r in posted] == [
+        (1, "user", "hello"), (2, "user", "how are you?"), (3, "user", "bye"),
+    ]  # fmt: skip
+    detail = alice.get(f"/api/sessions/{session_id}/").json()
+    assert (detail["status"], detail["message_count"]) == ("active", 3)
+    assert detail["live"]["status"] == "active"
+    assert detail["live"]["message_count"] == 3
+    assert detail["live"]["last_activity_at"] == posted[-1].json()["created_at"]
+    assert detail["last_activity_at"] == posted[-1].json()["created_at"]
+    assert detail["temporal_ui_url"].endswith("/workflows/chat-session-flow")
+
+    ended = alice.post(f"/api/sessions/{session_id}/end/")
+
+    assert ended.status_code == 200
+    assert (ended.json()["status"], ended.json()["message_count"]) == ("ended", 3)
+    after = post(alice, session_id, "anyone?")
+    assert after.status_code == 409
+    assert after.json() == {"detail": "Session 'flow' has ended. Start a new session to go on."}
+    assert alice.post(f"/api/sessions/{session_id}/end/").status_code == 409
+    session = wait_for(lambda: ChatSession.objects.filter(session_id=session_id, status="ended").first(),
+                       what="the end to be recorded")  # fmt: skip
+    assert session.ended_at.isoformat().replace("+00:00", "Z") == ended.json()["ended_at"]
+    assert list(session.messages.values_list("seq", "content")) == [(1, "hello"), (2, "how are you?"), (3, "bye")]
+    assert session.message_count == 3
+    listed = alice.get(f"/api/sessions/{session_id}/messages/").json()
+    assert [(m["seq"], m["content"]) for m in listed["results"]] == [(1, "hello"), (2, "how are you?"), (3, "bye")]
+    assert alice.get(f"/api/sessions/{session_id}/").json()["live"] is None
+
+
+def test_a_message_right_after_start_is_accepted_before_the_record_exists(alice, worker):
+    # The record is written by the workflow's first activity; the API must not answer 404 meanwhile.
+    session_id = start(alice, "eager")
+
+    response = post(alice, session_id, "first words")
+
+    assert response.status_code == 201
+    assert response.json()["seq"] == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        ("", "content: must not be empty."),
+        ("   \n", "content: must not be empty."),
+        ("x" * 4001, "content: must be at most 4000 characters."),
+        (42, "content: must be a string."),
+        (None, "content: This field may not be null."),
+        ("nul\x00byte", "content: Null characters are not allowed."),
+        ("lone \\ud800 surrogate", "content: must be valid Unicode text."),
+    ],
+)
+def test_a_bad_message_answers_400_and_stores_nothing(alice, worker, content, detail):
+    session_id = start(alice, f"bad-{uuid.uuid4().hex}")
+
+    if isinstance(content, str) and "\\ud800" in content:  # JSON text: Python can't encode the string itself
+        body = '{"content": "' + content + '"}'
+        response = alice.post(f"/api/sessions/{session_id}/messages/", body, content_type="application/json")
+    else:
+        response = post(alice, session_id, content)
+
+    assert response.status_code == 400
+    assert response.json()["detail"] == detail
+    assert not ChatMessage.objects.exists()
+
+
+def test_a_message_with_unknown_fields_answers_400(alice, worker):
+    session_id = start(alice, "extra")
+
+    response = alice.post(f"/api/sessions/{session_id}/messages/", {"content": "hi", "seq": 9}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["detail"] == "Unknown fields: seq."
+
+
+def test_unicode_and_control_characters_are_stored_as_sent(alice, worker):
+    session_id = start(alice, "unicode")
+    content = "héllo 👋 مرحبا\ttab\r\nnewline \u202e"
+
+    response = post(alice, session_id, content)
+
+    assert response.status_code == 201
+    assert ChatMessage.objects.get(session__session_id=session_id).content == content
+
+
+def test_another_users_session_is_404_everywhere(alice, bob, worker):
+    session_id = start(alice, "private")
+    wait_for(lambda: ChatSession.objects.filter(session_id=session_id).exists(), what="the record")
+
+    answers = [
+        bob.get(f"/api/sessions/{session_id}/"),
+        bob.get(f"/api/sessions/{session_id}/messages/"),
+        post(bob, session_id, "let me in"),
+        bob.post(f"/api/sessions/{session_id}/end/"),
+    ]
+
+    assert [a.status_code for a in answers] == [404, 404, 404, 404]
+    assert {a.json()["detail"] for a in answers} == {"Session 'private' not found."}
+    assert ChatSession.objects.get(session_id=session_id).status == "active"
+    assert not ChatMessage.objects.exists()
+
+
+def test_another_users_fresh_session_is_404_before_its_record_exists(alice, bob, worker):
+    session_id = start(alice, "fresh-private")
+
+    assert post(bob, session_id, "let me in").status_code == 404
+
+
+def test_an_unknown_session_is_404(alice):
+    assert alice.get("/api/sessions/nope/").status_code == 404
+    assert post(alice, "nope", "hi").status_code == 404
+    assert alice.post("/api/sessions/nope/end/").status_code == 404
+
+
+def test_the_list_holds_only_the_callers_sessions_newest_first(alice, bob, worker):
+    for session_id in ["a1", "a2"]:
+        start(alice, session_id)
+    start(bob, "b1")
+    wait_for(lambda: ChatSession.objects.count() == 3, what="three records")
+
+    page = alice.get("/api/sessions/").json()
+
+    assert page["count"] == 2
+    assert [s["session_id"] for s in page["results"]] == ["a2", "a1"]
+
+
+def test_posting_while_temporal_is_unreachable_answers_503_and_stores_nothing(alice, worker, temporal_address):
+    session_id = start(alice, "offline-post")
+    wait_for(lambda: ChatSession.objects.filter(session_id=session_id).exists(), what="the record")
+    temporal_address(f"127.0.0.1:{free_port()}")
+
+    response = post(alice, session_id, "hello?")
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert "is unavailable" in response.json()["detail"]
+    assert not ChatMessage.objects.exists()
+
+
+def test_detail_while_temporal_is_unreachable_shows_the_record_without_live_state(alice, worker, temporal_address):
+    session_id = start(alice, "offline-detail")
+    wait_for(lambda: ChatSession.objects.filter(session_id=session_id).exists(), what="the record")
+    temporal_address(f"127.0.0.1:{free_port()}")
+
+    response = alice.get(f"/api/sessions/{session_id}/")
+
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["live"]) == ("active", None)
+
+
+def test_healthz_reports_each_dependency(client, temporal_address):
+    healthy = client.get("/healthz")
+    assert healthy.status_code == 200
+    assert healthy.json() == {"status": "ok", "database": "ok", "temporal": "ok"}
+
+    temporal_address(f"127.0.0.1:{free_port()}")
+    down = client.get("/healthz")
+
+    assert down.status_code == 503
+    assert (down.json()["status"], down.json()["database"]) == ("unavailable", "ok")
+    assert down.json()["temporal"].startswith("unavailable: Temporal at 127.0.0.1:")
+
+
+def test_the_schema_documents_every_status_of_the_contract(client):
+    schema = client.get("/api/schema/?format=json").json()
+    paths = schema["paths"]
+
+    def statuses(path: str, method: str) -> set[str]:
+        return set(paths[path][method]["responses"])
+
+    assert statuses("/api/sessions/", "post") >= {"202", "400", "401", "409", "503"}
+    assert statuses("/api/sessions/", "get") >= {"200", "401"}
+    assert statuses("/api/sessions/{session_id}/", "get") >= {"200", "401", "404"}
+    assert statuses("/api/sessions/{session_id}/messages/", "post") >= {"201", "400", "401", "404", "409", "503"}
+    assert statuses("/api/sessions/{session_id}/messages/", "get") >= {"200", "401", "404"}
+    assert statuses("/api/sessions/{session_id}/end/", "post") >= {"200", "401", "404", "409", "503"}
+
+
+def test_the_docs_page_serves_its_assets_locally(client):
+    page = client.get("/api/docs/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in html
+    assert "cdn" not in html.lower()
