@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 
-.PHONY: run test lint format install temporal worker web clean
+.PHONY: run test lint format install temporal worker web clean histories
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,3 +48,7 @@ web: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3 var/temporal.db
+
+# Records workflow histories for the determinism (replay) test; see tests/record_histories.py.
+histories: $(STAMP)
+	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python -m tests.record_histories

@@ -1,0 +1,62 @@
+"""Records workflow histories for the replay test: `make histories`.
+
+Run it when a change to ChatSessionWorkflow is meant to be compatible, and commit the new files
+beside the old ones: the replay test then holds every later change to both the old and new shapes.
+"""
+
+import asyncio
+import sys
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from temporal_integration.types import SessionOptions
+from temporal_integration.workflows import ChatSessionWorkflow
+from tests.test_workflows import FakeDatabase, run_ids, session
+
+HISTORIES = Path(__file__).parent / "histories"
+TEMPORAL_CLI = str(Path(sys.executable).parent / "temporal")
+
+
+async def save(client: Client, name: str, handle: WorkflowHandle) -> None:
+    for index, run_id in enumerate(await run_ids(client, handle), start=1):
+        history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        path = HISTORIES / f"{name}-run{index}.json"
+        path.write_text(history.to_json())
+        print(f"wrote {path.relative_to(Path.cwd())}")
+
+
+async def record(client: Client) -> None:
+    db = FakeDatabase()
+    async with session(client, db.activities(), SessionOptions(idle_timeout_seconds=3600)) as handle:
+        for text in ["hello", "how are you?", "bye"]:
+            await handle.execute_update(ChatSessionWorkflow.post_message, text)
+        await handle.query(ChatSessionWorkflow.get_state)
+        await handle.execute_update(ChatSessionWorkflow.end_session)
+        await handle.result()
+        await save(client, "messages-then-end", handle)
+
+    async with session(client, db.activities(), SessionOptions(idle_timeout_seconds=1)) as handle:
+        await handle.execute_update(ChatSessionWorkflow.post_message, "anyone?")
+        await handle.result()
+        await save(client, "idle-timeout", handle)
+
+    async with session(client, db.activities(), SessionOptions(idle_timeout_seconds=3600, max_messages_per_run=2)) as h:
+        await asyncio.gather(*(h.execute_update(ChatSessionWorkflow.post_message, f"m{i}") for i in range(5)))
+        await h.execute_update(ChatSessionWorkflow.end_session)
+        await h.result()
+        await save(client, "continue-as-new", h)
+
+
+async def main() -> None:
+    HISTORIES.mkdir(exist_ok=True)
+    env = await WorkflowEnvironment.start_local(dev_server_existing_path=TEMPORAL_CLI)
+    try:
+        await record(env.client)
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

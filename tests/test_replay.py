@@ -1,0 +1,25 @@
+"""Determinism guard: the current workflow code must replay every recorded history (`make histories`)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from temporal_integration.workflows import ChatSessionWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_histories_were_recorded():
+    assert len(HISTORIES) >= 3, "run `make histories` and commit tests/histories/"
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
+async def test_the_workflow_replays_a_recorded_history(path):
+    history = WorkflowHistory.from_json("chat-session-replay", json.loads(path.read_text()))
+
+    result = await Replayer(workflows=[ChatSessionWorkflow]).replay_workflow(history, raise_on_replay_failure=True)
+
+    assert result.replay_failure is None
