@@ -63,9 +63,17 @@ class Command(BaseCommand):
             run(worker_options)
         except TemporalUnavailable as exc:
             raise CommandError(f"{exc} Start it with `make temporal`, or set TEMPORAL_ADDRESS.") from exc
-        # The worker has drained and stopped. Leave without interpreter finalization: the SDK's native
-        # threads may still call into Python while it runs, which aborts the process (seen as exit -6).
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        # As a process of its own, leave without interpreter finalization, whatever the exit code: the SDK's
+        # native threads may still call into Python while it runs, which aborts the process (exit -6, seen
+        # after both a clean drain and a CommandError). call_command() doesn't come through here.
+        try:
+            super().run_from_argv(argv)
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(code)
