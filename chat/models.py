@@ -51,4 +51,4 @@ class ChatMessage(models.Model):
         constraints = [models.UniqueConstraint(fields=["session", "seq"], name="unique_message_seq_per_session")]
 
     def __str__(self) -> str:
-        return f"{self.session_id}#{self.seq}"
+        return f"#{self.seq}"

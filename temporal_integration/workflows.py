@@ -177,6 +177,7 @@ class ChatSessionWorkflow:
     def _show(self) -> None:
         last = self.last_activity_at.isoformat(timespec="seconds") if self.last_activity_at else "none yet"
         workflow.set_current_details(
-            f"**{self.status.value}** · {self.message_count} messages · last message {last} · "
+            f"**{self.status.value}** · {self.message_count} message{'' if self.message_count == 1 else 's'} · "
+            f"last message {last} · "
             f"idle timeout {self.options.idle_timeout_seconds:g}s"
         )
