@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from temporal_integration.client import reset_temporal_client
+from temporal_integration.conf import get_config
 from temporal_integration.worker import WorkerOptions, run_worker
 
 T = TypeVar("T")
@@ -145,13 +146,20 @@ class BackgroundWorker:
             raise self.error
 
 
-@pytest.fixture(scope="session")
-def worker(temporal_settings: None) -> Iterator[BackgroundWorker]:
-    """A real worker polling the session's task queue on the dev server."""
+@pytest.fixture
+def worker(settings) -> Iterator[BackgroundWorker]:
+    """A real worker on a task queue of this test's own, which the project's services start sessions on.
+
+    Per test, and drained at teardown: a worker that outlived its test would write that test's rows
+    while the database is being flushed for the next one.
+    """
+    settings.TEMPORAL_TASK_QUEUE = f"test-{uuid.uuid4()}"
+    get_config.cache_clear()
     background = BackgroundWorker(WorkerOptions(task_queue=settings.TEMPORAL_TASK_QUEUE, connect_timeout=10))
     background.thread.start()
     yield background
     background.stop()
+    get_config.cache_clear()
 
 
 @pytest.fixture(scope="session")
