@@ -1,4 +1,8 @@
+import sys
+
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from chat.models import ChatMessage, ChatSession
@@ -28,6 +32,24 @@ class StrictCharField(serializers.CharField):
     def to_internal_value(self, data: object) -> str:
         _require_str(self, data)
         return super().to_internal_value(data)
+
+
+def _escaped(chars: str) -> str:
+    return "".join(f"\\u{ord(c):04x}" for c in chars)
+
+
+# "Not empty" as the workflow means it (content.strip()), written so that Python and JSON Schema's
+# ECMA regexes read it alike: no NUL anywhere, and at least one character that isn't whitespace.
+_WHITESPACE = _escaped("".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()))
+CONTENT_PATTERN = f"^[^\\u0000]*[^{_WHITESPACE}\\u0000][^\\u0000]*$"
+
+
+class NotBlankValidator(RegexValidator):
+    """Publishes CONTENT_PATTERN in the schema; judges only emptiness (NUL has DRF's own check and message)."""
+
+    def __call__(self, value: str) -> None:
+        if not value.strip():
+            raise DjangoValidationError(self.message, code=self.code)
 
 
 STRING_ERRORS = {"not_a_string": "must be a string.", "not_utf8": "must be valid Unicode text."}
@@ -104,15 +126,14 @@ class MessageSerializer(serializers.ModelSerializer):
 class PostMessageSerializer(StrictSerializer):
     content = StrictCharField(
         trim_whitespace=False,
-        error_messages={"blank": "must not be empty.", **STRING_ERRORS},
+        max_length=settings.CHAT_MESSAGE_MAX_LENGTH,
+        validators=[NotBlankValidator(CONTENT_PATTERN, "must not be empty.")],
+        error_messages={
+            "blank": "must not be empty.",
+            "max_length": f"must be at most {settings.CHAT_MESSAGE_MAX_LENGTH} characters.",
+            **STRING_ERRORS,
+        },
     )
-
-    def validate_content(self, content: str) -> str:
-        if not content.strip():
-            raise serializers.ValidationError("must not be empty.")
-        if len(content) > settings.CHAT_MESSAGE_MAX_LENGTH:
-            raise serializers.ValidationError(f"must be at most {settings.CHAT_MESSAGE_MAX_LENGTH} characters.")
-        return content
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -120,4 +141,4 @@ class ErrorSerializer(serializers.Serializer):
 
 
 class ValidationErrorSerializer(ErrorSerializer):
-    errors = serializers.DictField(help_text="The same problems, by field.")
+    errors = serializers.DictField(required=False, help_text="The same problems, by field (absent for malformed JSON).")

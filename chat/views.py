@@ -3,6 +3,7 @@ from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle, UserRateThrottle
 
 from chat import services
 from chat.serializers import (
@@ -30,7 +31,18 @@ def _errors(**described: str) -> dict[int, OpenApiResponse]:
 
 UNAUTHENTICATED = {"e401": "No or invalid credentials."}
 NOT_FOUND = {"e404": "No such session of the caller's (another user's session answers the same)."}
+NO_PAGE = {"e404": "No such page."}
+BAD_PAGE = {"e400": "page is not a positive integer."}
+TOO_LARGE = {"e413": "The body is larger than API_MAX_BODY_BYTES."}
 UNAVAILABLE = {"e503": "Temporal is unreachable; retry after the Retry-After header's seconds."}
+
+
+class SessionStartThrottle(UserRateThrottle):
+    scope = "session_start"
+
+
+class MessagePostThrottle(UserRateThrottle):
+    scope = "message_post"
 
 
 class SessionViewSet(viewsets.GenericViewSet):
@@ -43,11 +55,20 @@ class SessionViewSet(viewsets.GenericViewSet):
     def get_queryset(self):  # noqa: ANN201
         return services.sessions_of(user=self.request.user)
 
+    def get_throttles(self) -> list[BaseThrottle]:
+        # Only the writes that start workflows or grow their histories are rate-limited.
+        if self.action == "create":
+            return [SessionStartThrottle()]
+        if self.action == "messages" and self.request.method == "POST":
+            return [MessagePostThrottle()]
+        return []
+
     @extend_schema(
         request=StartSessionSerializer,
         responses={202: StartedSessionSerializer, **_errors(
             e400="Malformed JSON, a bad session_id or unknown fields.", **UNAUTHENTICATED,
-            e409="This session_id was already used.", e415="The body is not JSON.", **UNAVAILABLE)},
+            e409="This session_id was already used.", **TOO_LARGE, e415="The body is not JSON.",
+            e429="Too many sessions started; retry after the Retry-After header's seconds.", **UNAVAILABLE)},
     )  # fmt: skip
     def create(self, request: Request) -> Response:
         payload = StartSessionSerializer(data=request.data)
@@ -55,7 +76,7 @@ class SessionViewSet(viewsets.GenericViewSet):
         started = services.session_start(user=request.user, session_id=payload.validated_data.get("session_id"))
         return Response(StartedSessionSerializer(started).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(responses={200: SessionSerializer(many=True), **_errors(**UNAUTHENTICATED)})
+    @extend_schema(responses={200: SessionSerializer(many=True), **_errors(**BAD_PAGE, **UNAUTHENTICATED, **NO_PAGE)})
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(SessionSerializer(page, many=True).data)
@@ -67,14 +88,16 @@ class SessionViewSet(viewsets.GenericViewSet):
         return Response(SessionDetailSerializer(session, context={"live": live}).data)
 
     @extend_schema(
-        methods=["GET"], responses={200: MessageSerializer(many=True), **_errors(**UNAUTHENTICATED, **NOT_FOUND)}
+        methods=["GET"],
+        responses={200: MessageSerializer(many=True), **_errors(**BAD_PAGE, **UNAUTHENTICATED, **NOT_FOUND)},
     )
     @extend_schema(
         methods=["POST"],
         request=PostMessageSerializer,
         responses={201: MessageSerializer, **_errors(
             e400="Empty, too long or not a string.", **UNAUTHENTICATED, **NOT_FOUND,
-            e409="The session has ended.", e415="The body is not JSON.", **UNAVAILABLE)},
+            e409="The session has ended.", **TOO_LARGE, e415="The body is not JSON.",
+            e429="Too many messages; retry after the Retry-After header's seconds.", **UNAVAILABLE)},
     )  # fmt: skip
     @action(detail=True, methods=["get", "post"])
     def messages(self, request: Request, session_id: str) -> Response:

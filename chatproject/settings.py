@@ -1,5 +1,6 @@
 """Settings, read once from the environment (see .env.example for every variable)."""
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ def _read(cast: Callable[..., Any], name: str, default: Any) -> Any:
 
 DEBUG: bool = _read(env.bool, "DJANGO_DEBUG", False)
 
+DEV_SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"
 SECRET_KEY: str = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
@@ -30,7 +32,7 @@ if not SECRET_KEY:
             "DJANGO_SECRET_KEY is not set. Set it (any long random string), "
             "or set DJANGO_DEBUG=true for local development."
         )
-    SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"
+    SECRET_KEY = DEV_SECRET_KEY
 
 ALLOWED_HOSTS: list[str] = env.list(
     "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
@@ -111,12 +113,28 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["chatproject.api.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "chatproject.api.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "chatproject.api.StrictPageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Per user; see chat.views for where each applies. The counters live in Django's cache: with several
+    # web processes, point CACHES at a shared cache (Redis, Memcached) so they count together.
+    "DEFAULT_THROTTLE_RATES": {
+        "session_start": env.str("CHAT_THROTTLE_SESSION_START", default="30/min"),
+        "message_post": env.str("CHAT_THROTTLE_MESSAGE_POST", default="120/min"),
+    },
 }
+for _name, _rate in [
+    ("CHAT_THROTTLE_SESSION_START", REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["session_start"]),
+    ("CHAT_THROTTLE_MESSAGE_POST", REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["message_post"]),
+]:
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", _rate):
+        raise ImproperlyConfigured(f"{_name}={_rate!r} is not a rate such as 30/min (per s, min, hour or day).")
+
+# JSON request bodies above this are refused with 413 before parsing; a message is at most
+# CHAT_MESSAGE_MAX_LENGTH characters, so a few bytes per character is plenty.
+API_MAX_BODY_BYTES: int = _read(env.int, "API_MAX_BODY_BYTES", 64 * 1024)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Chat sessions API",
@@ -127,6 +145,10 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI's assets from the installed sidecar package, not a CDN: /api/docs/ works offline.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "chat.schema.forbid_unknown_request_fields",
+    ],
 }
 
 # Chat sessions (passed to each session's workflow as its options)

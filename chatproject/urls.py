@@ -13,5 +13,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
 ]
 
+handler400 = "chatproject.api.bad_request"
+handler403 = "chatproject.api.permission_denied"
 handler404 = "chatproject.api.not_found"
 handler500 = "chatproject.api.server_error"

@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key")
+# Tests start many sessions as one user; the throttling test sets its own rates.
+os.environ.setdefault("CHAT_THROTTLE_SESSION_START", "100000/min")
+os.environ.setdefault("CHAT_THROTTLE_MESSAGE_POST", "100000/min")
 
 from chatproject.settings import *  # noqa: F403
 from chatproject.settings import DATABASES, VAR_DIR
