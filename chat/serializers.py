@@ -124,6 +124,13 @@ class MessageSerializer(serializers.ModelSerializer):
 
 
 class PostMessageSerializer(StrictSerializer):
+    client_message_id = StrictRegexField(
+        SESSION_ID_PATTERN,
+        required=False,
+        help_text="Your id for this message. Retrying a post with the same id never stores it twice: "
+        "send one whenever you may retry (after a timeout or a 503).",
+        error_messages={"invalid": SESSION_ID_RULE, "blank": SESSION_ID_RULE, **STRING_ERRORS},
+    )
     content = StrictCharField(
         trim_whitespace=False,
         max_length=settings.CHAT_MESSAGE_MAX_LENGTH,

@@ -47,7 +47,9 @@ class StartedSession:
 
 def session_options() -> SessionOptions:
     return SessionOptions(
-        idle_timeout_seconds=settings.CHAT_SESSION_IDLE_TIMEOUT, max_message_length=settings.CHAT_MESSAGE_MAX_LENGTH
+        idle_timeout_seconds=settings.CHAT_SESSION_IDLE_TIMEOUT,
+        max_message_length=settings.CHAT_MESSAGE_MAX_LENGTH,
+        activity_timeout_seconds=settings.CHAT_ACTIVITY_TIMEOUT,
     )
 
 
@@ -113,11 +115,18 @@ def messages_of(*, user: AbstractBaseUser, session_id: str) -> QuerySet[ChatMess
     return session_get(user=user, session_id=session_id).messages.order_by("seq")
 
 
-def message_post(*, user: AbstractBaseUser, session_id: str, content: str) -> ChatMessageData:
-    """Hands the message to the session's workflow, which numbers and stores it."""
+def message_post(
+    *, user: AbstractBaseUser, session_id: str, content: str, client_message_id: str | None = None
+) -> ChatMessageData:
+    """Hands the message to the session's workflow, which numbers and stores it.
+
+    With a client_message_id, the post is idempotent: it becomes the update's id, and Temporal answers a
+    repeated update id with the first one's outcome instead of running it again.
+    """
     _require_owner(user=user, session_id=session_id)
+    update_id = f"message-{client_message_id}" if client_message_id else None
     return _update(session_id, lambda handle, timeout: handle.execute_update(
-        ChatSessionWorkflow.post_message, content, rpc_timeout=timeout))  # fmt: skip
+        ChatSessionWorkflow.post_message, content, id=update_id, rpc_timeout=timeout))  # fmt: skip
 
 
 def session_end(*, user: AbstractBaseUser, session_id: str) -> SessionState:
@@ -162,7 +171,9 @@ def _update(session_id: str, call: Callable[[WorkflowHandle, object], Awaitable[
             raise InvalidMessage(cause.message) from exc
         raise
     except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
-        raise TemporalUnavailable(get_config().address, "the update was not answered in time") from exc
+        raise TemporalUnavailable(
+            get_config().address, "not answered in time; a retry with the same client_message_id is safe"
+        ) from exc
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:  # the caller owns it, so the workflow exists but has closed
             raise SessionEnded(session_id) from exc

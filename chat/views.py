@@ -106,9 +106,7 @@ class SessionViewSet(viewsets.GenericViewSet):
             return self.get_paginated_response(MessageSerializer(page, many=True).data)
         payload = PostMessageSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        message = services.message_post(
-            user=request.user, session_id=session_id, content=payload.validated_data["content"]
-        )
+        message = services.message_post(user=request.user, session_id=session_id, **payload.validated_data)
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(

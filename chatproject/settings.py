@@ -88,7 +88,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Activities write from several worker threads at once; with SQLite's default deferred
     # transactions they fail with "database is locked". IMMEDIATE takes the write lock up
     # front, so writers queue on `timeout` instead of failing.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(transaction_mode="IMMEDIATE", timeout=20)
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        transaction_mode="IMMEDIATE", timeout=_read(env.float, "SQLITE_BUSY_TIMEOUT", 20)
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -154,8 +156,11 @@ SPECTACULAR_SETTINGS = {
 # Chat sessions (passed to each session's workflow as its options)
 CHAT_SESSION_IDLE_TIMEOUT: float = _read(env.float, "CHAT_SESSION_IDLE_TIMEOUT", 30 * 60)
 CHAT_MESSAGE_MAX_LENGTH: int = _read(env.int, "CHAT_MESSAGE_MAX_LENGTH", 4000)
-if CHAT_SESSION_IDLE_TIMEOUT <= 0 or CHAT_MESSAGE_MAX_LENGTH <= 0:
-    raise ImproperlyConfigured("CHAT_SESSION_IDLE_TIMEOUT and CHAT_MESSAGE_MAX_LENGTH must be positive.")
+CHAT_ACTIVITY_TIMEOUT: float = _read(env.float, "CHAT_ACTIVITY_TIMEOUT", 10)
+if min(CHAT_SESSION_IDLE_TIMEOUT, CHAT_MESSAGE_MAX_LENGTH, CHAT_ACTIVITY_TIMEOUT) <= 0:
+    raise ImproperlyConfigured(
+        "CHAT_SESSION_IDLE_TIMEOUT, CHAT_MESSAGE_MAX_LENGTH and CHAT_ACTIVITY_TIMEOUT must be positive."
+    )
 
 # Temporal (read by temporal_integration.conf, which validates them at start-up)
 TEMPORAL_ADDRESS: str = env.str("TEMPORAL_ADDRESS", default="localhost:7233")

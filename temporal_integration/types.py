@@ -24,6 +24,9 @@ INVALID_MESSAGE = "InvalidMessage"
 class SessionOptions:
     idle_timeout_seconds: float = 30 * 60
     max_message_length: int = 4000
+    # Start-to-close timeout of each database activity: how long Temporal waits before retrying an attempt
+    # whose worker died. Database writes take milliseconds; this bounds recovery from a crashed worker.
+    activity_timeout_seconds: float = 10
     # Continue-as-new after this many messages in one run, besides whenever Temporal suggests it.
     # None leaves it to Temporal; tests set it low to force continue-as-new.
     max_messages_per_run: int | None = None

