@@ -1,0 +1,135 @@
+"""Load without loss: many sessions and messages at once through a real HTTP server, then an exact audit.
+
+1,000 sessions and 5,000 messages go through gunicorn from a real HTTP client (httpx), 32 at a time; then
+every session's database rows and its workflow's own state must agree, count for count and seq for seq.
+"""
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from temporalio.client import Client
+
+from chat.models import ChatMessage, ChatSession
+from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
+from tests.conftest import WorkerProcess, database_url, free_port, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SESSIONS = int(os.environ.get("LOAD_SESSIONS", "1000"))
+MESSAGES_PER_SESSION = 5
+CONCURRENCY = 32
+
+
+class WebServer:
+    """The API under gunicorn, as deployed."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        with log.open("w") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "chatproject.wsgi", "--bind", self.url.removeprefix("http://"),
+                 "--workers", "2", "--threads", "8", "--worker-class", "gthread"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+            )  # fmt: skip
+        wait_for(self._healthy, timeout=30, what="gunicorn to answer /healthz")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+async def post_with_retry(client: httpx.AsyncClient, url: str, body: dict, expect: int) -> dict:
+    """Posts until answered; a 503 is retried, which is safe because every post here is idempotent."""
+    for _ in range(20):
+        response = await client.post(url, json=body)
+        if response.status_code != 503:
+            assert response.status_code == expect, (url, response.status_code, response.text)
+            return response.json()
+        await asyncio.sleep(0.5)
+    pytest.fail(f"{url} still answered 503 after 20 tries")
+
+
+async def run_load(url: str, tokens: list[str], run: str) -> dict[str, list[int]]:
+    limit = asyncio.Semaphore(CONCURRENCY)
+    clients = [httpx.AsyncClient(base_url=url, headers={"Authorization": f"Token {t}"}, timeout=60) for t in tokens]
+
+    async def one_session(n: int) -> tuple[str, list[int]]:
+        client = clients[n % len(clients)]
+        session_id = f"{run}-{n}"
+        async with limit:
+            await post_with_retry(client, "/api/sessions/", {"session_id": session_id}, 202)
+            seqs = []
+            for m in range(MESSAGES_PER_SESSION):
+                body = {"content": f"{session_id}/{m}", "client_message_id": f"{session_id}-{m}"}
+                seqs.append((await post_with_retry(client, f"/api/sessions/{session_id}/messages/", body, 201))["seq"])
+        return session_id, seqs
+
+    try:
+        return dict(await asyncio.gather(*(one_session(n) for n in range(SESSIONS))))
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def workflow_states(address: str, session_ids: list[str]) -> dict[str, tuple[str, int]]:
+    client = await Client.connect(address)
+    limit = asyncio.Semaphore(CONCURRENCY)
+
+    async def state(session_id: str) -> tuple[str, tuple[str, int]]:
+        async with limit:
+            s = await client.get_workflow_handle(workflow_id_for(session_id)).query(ChatSessionWorkflow.get_state)
+            return session_id, (s.status, s.message_count)
+
+    return dict(await asyncio.gather(*(state(s) for s in session_ids)))
+
+
+def test_sessions_and_messages_under_load_agree_exactly_in_the_database_and_the_workflows(dev_server, tmp_path):
+    queue = f"load-{uuid.uuid4()}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+        "DJANGO_SECRET_KEY": "tests-only-secret-key",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "DATABASE_URL": database_url(),
+        "TEMPORAL_ADDRESS": dev_server.address,
+        "TEMPORAL_TASK_QUEUE": queue,
+    }
+    tokens = [Token.objects.create(user=get_user_model().objects.create_user(f"load{n}")).key for n in range(8)]
+    worker = WorkerProcess(dev_server.address, log=tmp_path / "worker.log", task_queue=queue)
+    web = WebServer(env, tmp_path / "web.log")
+    try:
+        answered = asyncio.run(run_load(web.url, tokens, run=queue[-8:]))
+        states = asyncio.run(workflow_states(dev_server.address, list(answered)))
+    finally:
+        web.stop()
+        assert worker.terminate() == 0
+
+    expected = list(range(1, MESSAGES_PER_SESSION + 1))
+    assert len(answered) == SESSIONS
+    assert all(sorted(seqs) == expected for seqs in answered.values())
+    assert states == {session_id: ("active", MESSAGES_PER_SESSION) for session_id in answered}
+    sessions = ChatSession.objects.filter(session_id__in=answered)
+    assert sessions.count() == SESSIONS
+    assert set(sessions.values_list("message_count", flat=True)) == {MESSAGES_PER_SESSION}
+    stored: dict[str, list[tuple[int, str]]] = {}
+    for session_id, seq, content in ChatMessage.objects.filter(session__in=sessions).values_list(
+        "session__session_id", "seq", "content"
+    ):
+        stored.setdefault(session_id, []).append((seq, content))
+    assert len(stored) == SESSIONS
+    for session_id, rows in stored.items():
+        assert sorted(rows) == [(m + 1, f"{session_id}/{m}") for m in range(MESSAGES_PER_SESSION)]
