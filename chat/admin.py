@@ -1,8 +1,26 @@
-from django.contrib import admin
-from django.utils.html import format_html
+import logging
 
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+from temporalio.client import WorkflowQueryFailedError
+from temporalio.service import RPCError
+
+from chat import services
+from chat.exceptions import SessionEnded
 from chat.models import ChatMessage, ChatSession
+from temporal_integration.client import TemporalUnavailable
 from temporal_integration.conf import get_config
+
+logger = logging.getLogger(__name__)
+
+BADGE_COLOURS = {
+    ChatSession.Status.ACTIVE: "#2e7d32",
+    ChatSession.Status.ENDED: "#546e7a",
+    ChatSession.Status.TIMED_OUT: "#ef6c00",
+    ChatSession.Status.FAILED: "#c62828",
+}
 
 
 class ChatMessageInline(admin.TabularInline):
@@ -13,36 +31,76 @@ class ChatMessageInline(admin.TabularInline):
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request: object, obj: ChatSession | None = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: ChatSession | None = None) -> bool:
         return False
 
 
 @admin.register(ChatSession)
 class ChatSessionAdmin(admin.ModelAdmin):
-    list_display = ["session_id", "user", "status", "message_count", "started_at", "last_activity_at", "ended_at",
-                    "temporal_link"]  # fmt: skip
+    list_display = ["session_id", "user", "status_badge", "message_count", "started_at", "last_activity_at",
+                    "ended_at", "temporal_link"]  # fmt: skip
     list_filter = ["status", "started_at"]
-    search_fields = ["session_id", "user__username", "workflow_id"]
+    search_fields = ["session_id", "user__username", "user__email", "workflow_id"]
     date_hierarchy = "started_at"
     list_select_related = ["user"]
     readonly_fields = [
-        "session_id", "user", "workflow_id", "run_id", "status", "message_count", "started_at", "last_activity_at",
-        "ended_at", "updated_at", "temporal_link",
+        "session_id", "user", "status_badge", "workflow_live", "message_count", "started_at", "last_activity_at",
+        "ended_at", "workflow_id", "run_id", "updated_at", "temporal_link",
     ]  # fmt: skip
     inlines = [ChatMessageInline]
+    actions = ["end_sessions"]
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, session: ChatSession) -> str:
+        return format_html(
+            '<span style="background:{};color:#fff;padding:2px 8px;border-radius:10px;font-size:11px">{}</span>',
+            BADGE_COLOURS.get(session.status, "#757575"),
+            session.get_status_display(),
+        )
+
+    @admin.display(description="Workflow, live from Temporal")
+    def workflow_live(self, session: ChatSession) -> str:
+        try:
+            view = services.session_workflow_view(session)
+        except TemporalUnavailable as exc:
+            return format_html("<em>Temporal is unreachable, so this shows the stored record only. ({})</em>", exc)
+        except (RPCError, WorkflowQueryFailedError) as exc:
+            return format_html("<em>Temporal could not describe this workflow: {}</em>", exc)
+        if view.state is None:
+            return view.status
+        state = view.state
+        return format_html(
+            "{} · session {} · {} messages · last message {}",
+            view.status, state.status, state.message_count, state.last_activity_at or "none yet",
+        )  # fmt: skip
 
     @admin.display(description="Temporal")
     def temporal_link(self, session: ChatSession) -> str:
         url = get_config().workflow_ui_url(session.workflow_id, session.run_id)
         return format_html('<a href="{}" target="_blank" rel="noopener">open workflow</a>', url)
 
+    @admin.action(description="End selected sessions (through their workflows)")
+    def end_sessions(self, request: HttpRequest, queryset: QuerySet[ChatSession]) -> None:
+        ended = already = 0
+        for session in queryset.select_related("user"):
+            try:
+                services.session_end(user=session.user, session_id=session.session_id)
+                ended += 1
+                logger.info("session %s ended from the admin by %s", session.session_id, request.user)
+            except SessionEnded:
+                already += 1
+            except TemporalUnavailable as exc:
+                self.message_user(request, f"Stopped after {ended} ended: {exc}", messages.ERROR)
+                return
+        self.message_user(request, f"Ended {ended} session(s); {already} had already ended.", messages.SUCCESS)
+
     # Records are the workflow's projection, written by its activities: editing or deleting one here
-    # would make it disagree with the workflow, so the admin only reads them.
-    def has_add_permission(self, request: object) -> bool:
+    # would make it disagree with the workflow, so the admin only reads them (and ends through Temporal).
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: object, obj: ChatSession | None = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: ChatSession | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: object, obj: ChatSession | None = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: ChatSession | None = None) -> bool:
         return False

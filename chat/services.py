@@ -10,6 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from temporalio.client import (
     Client,
+    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
@@ -33,6 +34,14 @@ from temporal_integration.types import (
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WorkflowView:
+    """What Temporal says of a session's workflow: its execution status, and the session's state while open."""
+
+    status: str
+    state: SessionState | None
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,19 @@ def session_live_state(session: ChatSession) -> SessionState | None:
             ChatSessionWorkflow.get_state, rpc_timeout=timeout))  # fmt: skip
     except (TemporalUnavailable, RPCError, WorkflowQueryFailedError):
         return None
+
+
+def session_workflow_view(session: ChatSession) -> WorkflowView:
+    """Asks Temporal about the session's workflow; raises TemporalUnavailable (or RPCError) if it can't say."""
+
+    async def view(handle: WorkflowHandle, rpc_timeout: object) -> WorkflowView:
+        described = await handle.describe(rpc_timeout=rpc_timeout)
+        state = None
+        if described.status == WorkflowExecutionStatus.RUNNING:
+            state = await handle.query(ChatSessionWorkflow.get_state, rpc_timeout=rpc_timeout)
+        return WorkflowView(status=described.status.name if described.status else "UNKNOWN", state=state)
+
+    return _on_handle(session.session_id, view)
 
 
 def messages_of(*, user: AbstractBaseUser, session_id: str) -> QuerySet[ChatMessage]:

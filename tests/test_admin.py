@@ -1,0 +1,84 @@
+"""The admin as an operations console: badges, live workflow state, and ending sessions through Temporal."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from chat.models import ChatSession
+from tests.conftest import free_port, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+CHANGELIST = "/admin/chat/chatsession/"
+
+
+@pytest.fixture
+def owner() -> APIClient:
+    client = APIClient()
+    user = get_user_model().objects.create_user("dora")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
+def staff(client):
+    client.force_login(get_user_model().objects.create_superuser("ops", password="pw"))
+    return client
+
+
+def started(owner: APIClient, session_id: str, messages: int = 0) -> ChatSession:
+    assert owner.post("/api/sessions/", {"session_id": session_id}, format="json").status_code == 202
+    for n in range(messages):
+        assert (
+            owner.post(f"/api/sessions/{session_id}/messages/", {"content": f"m{n}"}, format="json").status_code == 201
+        )
+    return wait_for(lambda: ChatSession.objects.filter(session_id=session_id).first(), what="the record")
+
+
+def test_the_list_shows_status_badges_and_message_counts(owner, staff, worker):
+    started(owner, "badge", messages=2)
+
+    html = staff.get(CHANGELIST).content.decode()
+
+    assert ">Active</span>" in html
+    assert '<td class="field-message_count">2</td>' in html
+
+
+def test_search_finds_sessions_by_user_and_by_session_id(owner, staff, worker):
+    started(owner, "findme")
+
+    assert "findme" in staff.get(CHANGELIST, {"q": "dora"}).content.decode()
+    assert "findme" in staff.get(CHANGELIST, {"q": "findme"}).content.decode()
+    assert "findme" not in staff.get(CHANGELIST, {"q": "nobody"}).content.decode()
+
+
+def test_the_detail_page_shows_the_live_workflow_state(owner, staff, worker):
+    session = started(owner, "live", messages=3)
+
+    html = staff.get(f"{CHANGELIST}{session.pk}/change/").content.decode()
+
+    assert "RUNNING · session active · 3 messages" in html
+    assert "m2" in html  # the inline messages
+
+
+def test_the_detail_page_notes_when_temporal_is_down_instead_of_failing(owner, staff, worker, temporal_address):
+    session = started(owner, "down")
+    temporal_address(f"127.0.0.1:{free_port()}")
+
+    page = staff.get(f"{CHANGELIST}{session.pk}/change/")
+
+    assert page.status_code == 200
+    assert "Temporal is unreachable, so this shows the stored record only." in page.content.decode()
+
+
+def test_the_end_action_ends_the_selected_sessions_through_their_workflows(owner, staff, worker):
+    sessions = [started(owner, f"end-{n}") for n in range(2)]
+    owner.post("/api/sessions/end-1/end/")
+
+    response = staff.post(
+        CHANGELIST, {"action": "end_sessions", "_selected_action": [s.pk for s in sessions]}, follow=True
+    )
+
+    assert "Ended 1 session(s); 1 had already ended." in response.content.decode()
+    wait_for(lambda: not ChatSession.objects.filter(status="active").exists(), what="both records to show the end")
+    assert owner.post("/api/sessions/end-0/messages/", {"content": "hi"}, format="json").status_code == 409
