@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from temporal_integration.types import SessionStatus
 
@@ -19,7 +20,7 @@ class ChatSession(models.Model):
     run_id = models.CharField(max_length=64, help_text="The run that started the session.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     message_count = models.PositiveIntegerField(default=0)
-    started_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(default=timezone.now, help_text="When the session's workflow started.")
     last_activity_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

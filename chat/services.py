@@ -25,6 +25,7 @@ from chat.models import ChatMessage, ChatSession
 from temporal_integration.client import TemporalUnavailable, run_on_client
 from temporal_integration.conf import get_config
 from temporal_integration.types import (
+    CLIENT_UPDATE_PREFIX,
     INVALID_MESSAGE,
     SESSION_ENDED,
     ChatMessageData,
@@ -146,7 +147,7 @@ def message_post(
     repeated update id with the first one's outcome instead of running it again.
     """
     _require_owner(user=user, session_id=session_id)
-    update_id = f"message-{client_message_id}" if client_message_id else None
+    update_id = f"{CLIENT_UPDATE_PREFIX}{client_message_id}" if client_message_id else None
     return _update(session_id, lambda handle, timeout: handle.execute_update(
         ChatSessionWorkflow.post_message, content, id=update_id, rpc_timeout=timeout))  # fmt: skip
 
@@ -176,8 +177,10 @@ def _require_owner(*, user: AbstractBaseUser, session_id: str) -> None:
     try:
         state = _on_handle(session_id, lambda handle, timeout: handle.query(
             ChatSessionWorkflow.get_state, rpc_timeout=timeout))  # fmt: skip
-    except (RPCError, WorkflowQueryFailedError):
-        raise SessionNotFound(session_id) from None
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise SessionNotFound(session_id) from None
+        raise
     if state.user_id != str(user.pk):
         raise SessionNotFound(session_id)
 

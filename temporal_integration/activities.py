@@ -11,6 +11,7 @@ must leave the database as one attempt would.
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -34,8 +35,11 @@ def _orm() -> Iterator[None]:
 
 
 @activity.defn
-def log_session_start(user_id: str, session_id: str) -> str:
-    """Writes the session's record; a retried attempt finds the row and never adds a second one."""
+def log_session_start(user_id: str, session_id: str, started_at: datetime | None = None) -> str:
+    """Writes the session's record; a retried attempt finds the row and never adds a second one.
+
+    started_at is the workflow's start, so records sort as the sessions began, whichever activity ran first.
+    """
     from django.contrib.auth import get_user_model
 
     from chat.models import ChatSession
@@ -51,7 +55,11 @@ def log_session_start(user_id: str, session_id: str) -> str:
         ChatSession.objects.update_or_create(
             session_id=session_id,
             defaults={"user_id": user_id, "workflow_id": info.workflow_id, "run_id": info.workflow_run_id},
-        )
+            create_defaults={
+                "user_id": user_id, "workflow_id": info.workflow_id, "run_id": info.workflow_run_id,
+                "started_at": started_at or datetime.now(UTC),
+            },
+        )  # fmt: skip
     return f"session {session_id} started for user {user_id}"
 
 

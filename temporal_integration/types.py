@@ -3,7 +3,7 @@
 Plain dataclasses and no Django, so the workflow sandbox can import them.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -18,6 +18,9 @@ class SessionStatus(StrEnum):
 # ApplicationError types raised by the workflow's update validators; the service maps them to HTTP answers.
 SESSION_ENDED = "SessionEnded"
 INVALID_MESSAGE = "InvalidMessage"
+
+# Update ids that the service derives from a client's client_message_id start with this.
+CLIENT_UPDATE_PREFIX = "message-"
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,9 @@ class SessionCarry:
     started_at: datetime
     message_count: int
     last_activity_at: datetime | None
+    # Messages posted with a client's id, newest last, so a retry that lands in a later run is answered
+    # with the stored message (Temporal deduplicates update ids only within one run).
+    keyed_messages: list["KeyedMessage"] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,12 @@ class ChatMessageData:
     role: str
     content: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class KeyedMessage:
+    update_id: str
+    message: ChatMessageData
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from temporal_integration.activities import log_session_end, log_session_start, persist_message
     from temporal_integration.types import (
+        CLIENT_UPDATE_PREFIX,
         INVALID_MESSAGE,
         SESSION_ENDED,
         ChatMessageData,
+        KeyedMessage,
         SessionCarry,
         SessionEnd,
         SessionOptions,
@@ -28,6 +30,10 @@ T = TypeVar("T")
 DB_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30)
 )
+
+
+# How many client-keyed messages a session remembers for deduplicating retries across continue-as-new.
+KEYED_MESSAGES_KEPT = 100
 
 
 def workflow_id_for(session_id: str) -> str:
@@ -53,10 +59,11 @@ class ChatSessionWorkflow:
         self.session_id = session_id
         self.options = _typed(SessionOptions, options) or SessionOptions()
         self.status = SessionStatus.ACTIVE
-        self.started_at: datetime = carry.started_at if carry else workflow.now()
+        self.started_at: datetime = carry.started_at if carry else workflow.info().start_time
         self.message_count = carry.message_count if carry else 0
         self.last_activity_at = carry.last_activity_at if carry else None
         self.ended_at: datetime | None = None
+        self.keyed: dict[str, ChatMessageData] = {k.update_id: k.message for k in carry.keyed_messages} if carry else {}
         self.start_logged = carry is not None
         self.messages_this_run = 0
         self.persisting = 0
@@ -66,7 +73,9 @@ class ChatSessionWorkflow:
         self, user_id: str, session_id: str, options: SessionOptions | None = None, carry: SessionCarry | None = None
     ) -> SessionState:
         if not self.start_logged:
-            await workflow.execute_activity(log_session_start, args=[user_id, session_id], **self._db())
+            await workflow.execute_activity(
+                log_session_start, args=[user_id, session_id, self.started_at], **self._db()
+            )
             self.start_logged = True
         self._show()
         while self.status == SessionStatus.ACTIVE:
@@ -96,6 +105,10 @@ class ChatSessionWorkflow:
 
     @workflow.update
     async def post_message(self, content: str) -> ChatMessageData:
+        update = workflow.current_update_info()
+        key = update.id if update and update.id.startswith(CLIENT_UPDATE_PREFIX) else None
+        if key in self.keyed:  # a client's retry that reached a later run: the message is already stored
+            return self.keyed[key]
         # Sequence numbers are taken before any await, so concurrent posts never share one.
         self.message_count += 1
         self.messages_this_run += 1
@@ -107,6 +120,10 @@ class ChatSessionWorkflow:
             await workflow.execute_activity(persist_message, args=[self.session_id, message], **self._db())
         finally:
             self.persisting -= 1
+        if key:
+            self.keyed[key] = message
+            while len(self.keyed) > KEYED_MESSAGES_KEPT:
+                del self.keyed[next(iter(self.keyed))]
         self._show()
         return message
 
@@ -115,6 +132,8 @@ class ChatSessionWorkflow:
         self._require_active()
         if not content.strip():
             raise ApplicationError("content must not be empty.", type=INVALID_MESSAGE)
+        if "\x00" in content:  # no database stores it; accepted, its write would be retried forever
+            raise ApplicationError("content must not contain NUL characters.", type=INVALID_MESSAGE)
         if len(content) > self.options.max_message_length:
             raise ApplicationError(
                 f"content must be at most {self.options.max_message_length} characters.", type=INVALID_MESSAGE
@@ -174,7 +193,10 @@ class ChatSessionWorkflow:
 
     def _carry(self) -> SessionCarry:
         return SessionCarry(
-            started_at=self.started_at, message_count=self.message_count, last_activity_at=self.last_activity_at
+            started_at=self.started_at,
+            message_count=self.message_count,
+            last_activity_at=self.last_activity_at,
+            keyed_messages=[KeyedMessage(key, message) for key, message in self.keyed.items()],
         )
 
     def _show(self) -> None:

@@ -6,6 +6,7 @@ beside the old ones: the replay test then holds every later change to both the o
 
 import asyncio
 import sys
+from datetime import date
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
@@ -22,7 +23,7 @@ TEMPORAL_CLI = str(Path(sys.executable).parent / "temporal")
 async def save(client: Client, name: str, handle: WorkflowHandle) -> None:
     for index, run_id in enumerate(await run_ids(client, handle), start=1):
         history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
-        path = HISTORIES / f"{name}-run{index}.json"
+        path = HISTORIES / f"{date.today():%Y%m%d}-{name}-run{index}.json"  # beside, never over, older shapes
         path.write_text(history.to_json())
         print(f"wrote {path.relative_to(Path.cwd())}")
 
@@ -47,6 +48,13 @@ async def record(client: Client) -> None:
         await h.execute_update(ChatSessionWorkflow.end_session)
         await h.result()
         await save(client, "continue-as-new", h)
+
+    async with session(client, db.activities(), SessionOptions(idle_timeout_seconds=3600, max_messages_per_run=1)) as h:
+        for update_id in ["message-a", "message-a", "message-b"]:  # a keyed retry across continue-as-new
+            await h.execute_update(ChatSessionWorkflow.post_message, "keyed", id=update_id)
+        await h.execute_update(ChatSessionWorkflow.end_session)
+        await h.result()
+        await save(client, "keyed-retry", h)
 
 
 async def main() -> None:

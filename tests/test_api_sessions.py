@@ -53,6 +53,7 @@ def test_start_three_messages_detail_end_then_409(alice, worker):
     detail = alice.get(f"/api/sessions/{session_id}/").json()
     assert (detail["status"], detail["message_count"]) == ("active", 3)
     assert detail["live"]["status"] == "active"
+    assert detail["live"]["started_at"] == detail["started_at"]  # the record carries the workflow's start
     assert detail["live"]["message_count"] == 3
     assert detail["live"]["last_activity_at"] == posted[-1].json()["created_at"]
     assert detail["last_activity_at"] == posted[-1].json()["created_at"]

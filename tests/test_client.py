@@ -1,6 +1,7 @@
 """The sync bridge to the process's one Temporal client."""
 
 import multiprocessing
+import socket
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -77,3 +78,26 @@ def test_the_client_reconnects_once_the_server_is_back(temporal_address, dev_ser
     temporal_address(dev_server.address)
 
     assert run_on_client(lambda client: client.count_workflows()).count >= 0
+
+
+def test_callers_waiting_on_a_failed_connect_fail_at_once_instead_of_queueing(temporal_address):
+    # A listening socket that never answers: connects hang until their timeout, the worst kind of outage.
+    with socket.socket() as black_hole:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(16)
+        temporal_address(f"127.0.0.1:{black_hole.getsockname()[1]}")
+        barrier = threading.Barrier(4)
+
+        def attempt(_: int) -> str:
+            barrier.wait()
+            try:
+                get_temporal_client()
+            except TemporalUnavailable as exc:
+                return str(exc)
+            return "connected?!"
+
+        with ThreadPoolExecutor(4) as pool:
+            reasons = list(pool.map(attempt, range(4)))
+
+    assert sum("a connect failed moments ago" in reason for reason in reasons) == 3, reasons
+    assert sum("no answer within 6s" in reason for reason in reasons) == 1, reasons  # the one connect tried

@@ -5,7 +5,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import pytest
@@ -39,7 +39,7 @@ class FakeDatabase:
 
     def activities(self) -> list:
         @activity.defn(name="log_session_start")
-        async def log_session_start(user_id: str, session_id: str) -> str:
+        async def log_session_start(user_id: str, session_id: str, started_at: datetime | None = None) -> str:
             self.starts.append((user_id, session_id))
             return f"recorded {session_id}"
 
@@ -245,7 +245,7 @@ async def test_the_session_retries_a_failing_database_write_until_it_succeeds(ti
     attempts: list[int] = []
 
     @activity.defn(name="log_session_start")
-    async def flaky(user_id: str, session_id: str) -> str:
+    async def flaky(user_id: str, session_id: str, started_at: datetime | None = None) -> str:
         attempts.append(activity.info().attempt)
         if len(attempts) < 4:
             raise RuntimeError("database is down")
@@ -263,7 +263,7 @@ async def test_the_session_fails_at_once_on_a_non_retryable_start_error(time_ski
     attempts: list[int] = []
 
     @activity.defn(name="log_session_start")
-    async def reject(user_id: str, session_id: str) -> str:
+    async def reject(user_id: str, session_id: str, started_at: datetime | None = None) -> str:
         attempts.append(activity.info().attempt)
         raise ApplicationError("user 7 does not exist", non_retryable=True)
 
@@ -293,3 +293,36 @@ async def test_a_session_started_with_only_user_and_session_id_uses_the_default_
         await handle.execute_update(ChatSessionWorkflow.end_session)
 
     assert state.idle_timeout_seconds == 30 * 60
+
+
+async def test_a_client_keyed_retry_that_lands_in_a_later_run_returns_the_stored_message(dev_client):
+    db = FakeDatabase()
+    options = SessionOptions(idle_timeout_seconds=3600, max_messages_per_run=1)
+    async with session(dev_client, db.activities(), options) as handle:
+        first = await handle.execute_update(ChatSessionWorkflow.post_message, "once", id="message-k1")
+        # The run continues-as-new after each message here, so the retry reaches a new run, where
+        # Temporal's own deduplication of update ids no longer applies.
+        retry = await handle.execute_update(ChatSessionWorkflow.post_message, "once", id="message-k1")
+        other = await handle.execute_update(ChatSessionWorkflow.post_message, "next", id="message-k2")
+        state = await handle.query(ChatSessionWorkflow.get_state)
+        await handle.execute_update(ChatSessionWorkflow.end_session)
+        await handle.result()
+        runs = await run_ids(dev_client, handle)
+
+    assert retry == first
+    assert (first.seq, other.seq, state.message_count) == (1, 2, 2)
+    assert [m.content for m in db.messages] == ["once", "next"]
+    assert len(runs) >= 2
+
+
+async def test_a_nul_character_is_refused_by_the_workflow_itself(dev_client):
+    db = FakeDatabase()
+    async with session(dev_client, db.activities(), NO_IDLE) as handle:
+        with pytest.raises(WorkflowUpdateFailedError) as failure:
+            await handle.execute_update(ChatSessionWorkflow.post_message, "a\x00b")
+        await handle.execute_update(ChatSessionWorkflow.end_session)
+
+    assert (failure.value.cause.type, failure.value.cause.message) == (
+        INVALID_MESSAGE, "content must not contain NUL characters."
+    )  # fmt: skip
+    assert db.messages == []
