@@ -38,7 +38,7 @@ class TemporalUnavailable(Exception):
         self.address = address
 
 
-async def connect(config: TemporalConfig | None = None) -> Client:
+async def connect(config: TemporalConfig | None = None, runtime: Runtime | None = None) -> Client:
     """Connects a new client on the running loop; raises TemporalUnavailable if the server can't be reached."""
     config = config or get_config()
     try:
@@ -48,6 +48,7 @@ async def connect(config: TemporalConfig | None = None) -> Client:
             api_key=config.api_key,
             tls=config.tls,
             connect_timeout=config.rpc_timeout,
+            runtime=runtime,
         )
     except RuntimeError as exc:  # the SDK's core reports connection failures as RuntimeError
         raise TemporalUnavailable(config.address, str(exc).split(":", 1)[0]) from exc

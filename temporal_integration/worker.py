@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from temporal_integration.activities import log_session_end, log_session_start, persist_message
@@ -28,6 +29,7 @@ class WorkerOptions:
     max_concurrent_workflow_tasks: int = 100
     graceful_shutdown_timeout: timedelta = timedelta(seconds=10)
     connect_timeout: float | None = None  # None: wait for the server for as long as it takes
+    metrics_port: int | None = None  # serve the SDK's Prometheus metrics on 0.0.0.0:<port>/metrics
 
 
 def build_worker(client: Client, options: WorkerOptions, executor: ThreadPoolExecutor) -> Worker:
@@ -44,13 +46,22 @@ def build_worker(client: Client, options: WorkerOptions, executor: ThreadPoolExe
     )
 
 
-async def connect_with_backoff(stop: asyncio.Event, connect_timeout: float | None) -> Client | None:
+def _runtime(options: WorkerOptions) -> Runtime | None:
+    if options.metrics_port is None:
+        return None
+    metrics = PrometheusConfig(bind_address=f"0.0.0.0:{options.metrics_port}")
+    return Runtime(telemetry=TelemetryConfig(metrics=metrics, global_tags={"task_queue": options.task_queue}))
+
+
+async def connect_with_backoff(
+    stop: asyncio.Event, connect_timeout: float | None, runtime: Runtime | None = None
+) -> Client | None:
     """Connects, retrying with backoff while the server is unreachable; None if stopped meanwhile."""
     deadline = None if connect_timeout is None else time.monotonic() + connect_timeout
     delay = 0.5
     while True:
         try:
-            return await connect()
+            return await connect(runtime=runtime)
         except TemporalUnavailable as exc:
             if deadline is not None and time.monotonic() + delay > deadline:
                 raise
@@ -64,7 +75,10 @@ async def connect_with_backoff(stop: asyncio.Event, connect_timeout: float | Non
 
 async def run_worker(options: WorkerOptions, stop: asyncio.Event) -> None:
     """Runs the worker until `stop` is set, then drains in-flight tasks within the grace period."""
-    client = await connect_with_backoff(stop, options.connect_timeout)
+    runtime = _runtime(options)
+    if runtime:
+        logger.info("Prometheus metrics on http://0.0.0.0:%d/metrics", options.metrics_port)
+    client = await connect_with_backoff(stop, options.connect_timeout, runtime)
     if client is None:
         return
     with ThreadPoolExecutor(options.max_concurrent_activities, thread_name_prefix="activity") as executor:

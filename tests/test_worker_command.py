@@ -2,6 +2,7 @@
 
 import asyncio
 import signal
+import urllib.request
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -103,3 +104,23 @@ def test_worker_exits_0_when_a_second_signal_arrives_during_shutdown(dev_server,
     worker.process.send_signal(signal.SIGTERM)  # ...then the process manager's SIGTERM
 
     assert worker.process.wait(30) == 0, worker.output()
+
+
+def test_worker_serves_prometheus_metrics_on_the_given_port(dev_server, user, tmp_path):
+    port = free_port()
+    worker = WorkerProcess(dev_server.address, "--metrics-port", str(port), log=tmp_path / "worker.log")
+    try:
+        run_session(dev_server.address, worker.task_queue, str(user.pk), "metered")
+        metrics = wait_for(lambda: scrape(port), what="the metrics endpoint")
+    finally:
+        assert worker.terminate() == 0
+    assert "temporal_workflow_completed" in metrics
+    assert f'task_queue="{worker.task_queue}"' in metrics
+
+
+def scrape(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return None

@@ -50,6 +50,12 @@ class Command(BaseCommand):
             default=None,
             help="Give up after this many seconds without a server (default: keep waiting).",
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=_positive(int),
+            default=None,
+            help="Serve the SDK's Prometheus metrics on this port at /metrics (default: off).",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         worker_options = WorkerOptions(
@@ -58,6 +64,7 @@ class Command(BaseCommand):
             max_concurrent_workflow_tasks=options["max_concurrent_workflow_tasks"],
             graceful_shutdown_timeout=timedelta(seconds=options["graceful_shutdown_timeout"]),
             connect_timeout=options["connect_timeout"],
+            metrics_port=options["metrics_port"],
         )
         try:
             run(worker_options)
