@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 
-.PHONY: run test lint format install temporal worker web clean histories
+.PHONY: run test lint format install temporal worker web clean histories bench
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,7 @@ install: $(STAMP)
 
 # The Temporal dev server, the worker and runserver together; Ctrl-C stops all three.
 run: export DJANGO_DEBUG ?= true
+run: export TEMPORAL_USER_SEARCH_ATTRIBUTE ?= ChatUserId
 run: $(STAMP)
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
@@ -42,6 +43,7 @@ worker: $(STAMP)
 	$(BIN)/python manage.py run_temporal_worker
 
 web: export DJANGO_DEBUG ?= true
+web: export TEMPORAL_USER_SEARCH_ATTRIBUTE ?= ChatUserId
 web: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py runserver 127.0.0.1:8000
@@ -52,3 +54,8 @@ clean:
 # Records workflow histories for the determinism (replay) test; see tests/record_histories.py.
 histories: $(STAMP)
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python -m tests.record_histories
+
+# The Django + Temporal path measured against a raw-SDK baseline in the same run, on processes of its own;
+# prints the table and writes docs/benchmarks.md and docs/benchmarks.png. BENCH_SCALE=small for a quick run.
+bench: $(STAMP)
+	$(BIN)/python -m bench

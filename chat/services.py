@@ -16,7 +16,13 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -83,6 +89,7 @@ def session_start(*, user: AbstractBaseUser, session_id: str | None = None) -> S
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 static_summary=f"Chat session {session_id} of user {user_id}",
+                search_attributes=_user_search_attributes(user_id),
                 rpc_timeout=config.rpc_timeout,
             )
         )
@@ -96,6 +103,13 @@ def session_start(*, user: AbstractBaseUser, session_id: str | None = None) -> S
         status=ChatSession.Status.ACTIVE,
         temporal_ui_url=config.workflow_ui_url(handle.id, handle.result_run_id),
     )
+
+
+def _user_search_attributes(user_id: str) -> TypedSearchAttributes | None:
+    name = get_config().user_search_attribute
+    if not name:
+        return None
+    return TypedSearchAttributes([SearchAttributePair(SearchAttributeKey.for_keyword(name), user_id)])
 
 
 def sessions_of(*, user: AbstractBaseUser) -> QuerySet[ChatSession]:

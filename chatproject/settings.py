@@ -172,6 +172,9 @@ TEMPORAL_TLS_KEY: str = env.str("TEMPORAL_TLS_KEY", default="")
 TEMPORAL_TLS_CA: str = env.str("TEMPORAL_TLS_CA", default="")
 TEMPORAL_UI_URL: str = env.str("TEMPORAL_UI_URL", default="http://localhost:8233")
 TEMPORAL_RPC_TIMEOUT: float = _read(env.float, "TEMPORAL_RPC_TIMEOUT", 5.0)
+# A Keyword search attribute set to the user id on every session's workflow, so the Web UI can list one
+# user's sessions. Off by default: starting a workflow with an attribute the namespace lacks fails.
+TEMPORAL_USER_SEARCH_ATTRIBUTE: str = env.str("TEMPORAL_USER_SEARCH_ATTRIBUTE", default="")
 
 LOGGING = {
     "version": 1,

@@ -21,6 +21,7 @@ class TemporalConfig:
     tls_ca: bytes | None
     ui_url: str
     rpc_timeout: timedelta
+    user_search_attribute: str | None = None
 
     @property
     def tls(self) -> TLSConfig | bool:
@@ -65,4 +66,5 @@ def get_config() -> TemporalConfig:
         tls_ca=_read_pem("TEMPORAL_TLS_CA"),
         ui_url=settings.TEMPORAL_UI_URL.rstrip("/"),
         rpc_timeout=timedelta(seconds=settings.TEMPORAL_RPC_TIMEOUT),
+        user_search_attribute=settings.TEMPORAL_USER_SEARCH_ATTRIBUTE or None,
     )

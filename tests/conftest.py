@@ -64,6 +64,8 @@ class DevServer:
             str(self.port),
             "--log-level",
             "error",
+            "--search-attribute",
+            "ChatUserId=Keyword",  # as `make run` registers it
         ]
         if db_filename:
             args += ["--db-filename", db_filename]

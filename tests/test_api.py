@@ -6,6 +6,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chat.models import ChatSession
+from temporal_integration.conf import get_config
 from tests.conftest import free_port, temporal_cli, wait_for
 
 URL = "/api/sessions/"
@@ -158,3 +159,18 @@ def test_start_while_temporal_is_unreachable_answers_503(api, temporal_address):
     assert response.json()["detail"].startswith("Temporal at 127.0.0.1:")
     assert response.json()["detail"].endswith("is unavailable (Failed client connect). Try again shortly.")
     assert not ChatSession.objects.exists()
+
+
+def test_with_the_user_search_attribute_on_the_web_ui_can_list_one_users_sessions(api, user, worker, dev_server,
+                                                                                   settings):  # fmt: skip
+    settings.TEMPORAL_USER_SEARCH_ATTRIBUTE = "ChatUserId"
+    get_config.cache_clear()
+    assert api.post(URL, {"session_id": "searchable"}, format="json").status_code == 202
+
+    def listed() -> list[str]:
+        query = f'ChatUserId="{user.pk}"'
+        result = temporal_cli("workflow", "list", "--query", query, "-o", "json", address=dev_server.address)
+        return [w["execution"]["workflowId"] for w in json.loads(result.stdout or "[]")]
+
+    assert wait_for(lambda: "chat-session-searchable" in listed(), what="the workflow in the user's list")
+    get_config.cache_clear()
