@@ -11,7 +11,8 @@ from chatproject.settings import *  # noqa: F403
 from chatproject.settings import DATABASES, VAR_DIR
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # A file, not SQLite's in-memory default: the worker subprocess in the tests must see the same rows.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # A file, not SQLite's in-memory default: the worker subprocesses in the tests must see the same rows.
+    # One per pytest process, so two suites run at once don't recreate each other's database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins; tests only
