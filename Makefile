@@ -20,7 +20,7 @@ run: $(STAMP)
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py create_demo_user
-	$(BIN)/honcho start
+	$(BIN)/honcho -f Procfile.dev start
 
 test: $(STAMP)
 	$(BIN)/pytest
@@ -36,7 +36,7 @@ format: $(STAMP)
 # Each process on its own, in its own terminal.
 temporal: $(STAMP)
 	mkdir -p var
-	$(BIN)/honcho start temporal
+	$(BIN)/honcho -f Procfile.dev start temporal
 
 worker: export DJANGO_DEBUG ?= true
 worker: $(STAMP)

@@ -6,7 +6,7 @@ DJANGO_SETTINGS_MODULE=chatproject.settings_production
 from django.core.exceptions import ImproperlyConfigured
 
 from chatproject.settings import *  # noqa: F403
-from chatproject.settings import ALLOWED_HOSTS, DEBUG, DEV_SECRET_KEY, SECRET_KEY, _read, env
+from chatproject.settings import ALLOWED_HOSTS, DEBUG, DEV_SECRET_KEY, MIDDLEWARE, SECRET_KEY, STORAGES, _read, env
 
 if DEBUG:
     raise ImproperlyConfigured("DJANGO_DEBUG is on; production settings refuse to start with it. Unset it.")
@@ -19,3 +19,8 @@ if not ALLOWED_HOSTS:
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _read(env.bool, "DJANGO_SECURE_COOKIES", True)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# Static files served by gunicorn itself (WhiteNoise, right after the security middleware): hashed and
+# compressed by `manage.py collectstatic`, which the Procfile's release step runs.
+MIDDLEWARE = [MIDDLEWARE[0], "whitenoise.middleware.WhiteNoiseMiddleware", *MIDDLEWARE[1:]]
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}}

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -221,4 +222,28 @@ class WorkerProcess:
 
     def kill(self) -> None:
         self.process.kill()
+        self.process.wait(30)
+
+
+class WebServer:
+    """The web app under gunicorn, as deployed (see Procfile)."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        with log.open("w") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "chatproject.wsgi", "--bind", self.url.removeprefix("http://"),
+                 "--workers", "2", "--threads", "8", "--worker-class", "gthread", "--no-control-socket"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+            )  # fmt: skip
+        wait_for(self._healthy, timeout=30, what="gunicorn to answer /healthz")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
         self.process.wait(30)

@@ -6,10 +6,7 @@ every session's database rows and its workflow's own state must agree, count for
 
 import asyncio
 import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,37 +16,13 @@ from temporalio.client import Client
 
 from chat.models import ChatMessage, ChatSession
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
-from tests.conftest import WorkerProcess, database_url, free_port, wait_for
+from tests.conftest import WebServer, WorkerProcess, database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SESSIONS = int(os.environ.get("LOAD_SESSIONS", "1000"))
 MESSAGES_PER_SESSION = 5
 CONCURRENCY = 32
-
-
-class WebServer:
-    """The API under gunicorn, as deployed."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        with log.open("w") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "chatproject.wsgi", "--bind", self.url.removeprefix("http://"),
-                 "--workers", "2", "--threads", "8", "--worker-class", "gthread", "--no-control-socket"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
-            )  # fmt: skip
-        wait_for(self._healthy, timeout=30, what="gunicorn to answer /healthz")
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
 
 
 async def post_with_retry(client: httpx.AsyncClient, url: str, body: dict, expect: int) -> dict:
