@@ -25,7 +25,13 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Statuses that mean "the server can't take this now" (down, too slow, rate-limiting), not "your request was wrong".
-_UNAVAILABLE_STATUSES = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED}
+# CANCELLED is how the SDK reports its own client-side rpc_timeout ("Timeout expired"); nothing else cancels here.
+_UNAVAILABLE_STATUSES = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.CANCELLED,
+}
 # After a failed connect, callers fail at once for this long instead of each waiting out a connect of their own.
 _FAIL_FAST_SECONDS = 2.0
 

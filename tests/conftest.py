@@ -51,14 +51,15 @@ def wait_for(condition: Callable[[], T], *, timeout: float = 20, what: str = "co
 class DevServer:
     """`temporal server start-dev` as a child process, in memory unless given a database file."""
 
-    def __init__(self, port: int | None = None, db_filename: str | None = None) -> None:
+    def __init__(self, port: int | None = None, db_filename: str | None = None, ui_port: int | None = None) -> None:
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.ui_url = f"http://127.0.0.1:{ui_port}" if ui_port else None
         args = [
             TEMPORAL_CLI,
             "server",
             "start-dev",
-            "--headless",
+            *(["--ui-port", str(ui_port)] if ui_port else ["--headless"]),
             "--ip",
             "127.0.0.1",
             "--port",

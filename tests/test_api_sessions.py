@@ -8,6 +8,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chat.models import ChatMessage, ChatSession
+from temporal_integration.conf import get_config
 from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -246,3 +247,16 @@ def test_a_retried_post_with_the_same_client_message_id_is_stored_once(alice, wo
     assert again.json() == first.json()
     assert other.json()["seq"] == 2
     assert list(ChatMessage.objects.values_list("seq", flat=True).order_by("seq")) == [1, 2]
+
+
+def test_a_post_to_a_fresh_session_whose_worker_is_not_up_answers_503_not_500(alice, settings):
+    settings.TEMPORAL_TASK_QUEUE = f"nobody-polls-{uuid.uuid4()}"  # no worker: the ownership query can't be answered
+    settings.TEMPORAL_RPC_TIMEOUT = 1
+    get_config.cache_clear()
+    session_id = start(alice, "no-worker")
+
+    response = post(alice, session_id, "hello?")
+
+    assert response.status_code == 503
+    assert "is unavailable" in response.json()["detail"]
+    get_config.cache_clear()
