@@ -183,10 +183,13 @@ def _on_handle(session_id: str, call: Callable[[WorkflowHandle, object], Awaitab
 
 
 def _require_owner(*, user: AbstractBaseUser, session_id: str) -> None:
-    if sessions_of(user=user).filter(session_id=session_id).exists():
+    # One read answers both "whose is it?" and "is it recorded yet?": two separate reads would race with the
+    # record's first write, and could tell the owner 404 in between.
+    owner_id = ChatSession.objects.filter(session_id=session_id).values_list("user_id", flat=True).first()
+    if owner_id is not None:
+        if owner_id != user.pk:
+            raise SessionNotFound(session_id)
         return
-    if ChatSession.objects.filter(session_id=session_id).exists():
-        raise SessionNotFound(session_id)
     # The record is written by the workflow's first activity, a moment after the start: ask the workflow itself.
     try:
         state = _on_handle(session_id, lambda handle, timeout: handle.query(
