@@ -1,5 +1,6 @@
 """The one door from the chat app to Temporal, and the reads of the session records."""
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from temporal_integration.types import (
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,9 @@ def session_start(*, user: AbstractBaseUser, session_id: str | None = None) -> S
         raise SessionExists(session_id)
     config = get_config()
     user_id = str(user.pk)
-    try:
-        handle = run_on_client(
+
+    def start(search_attributes: TypedSearchAttributes | None) -> WorkflowHandle:
+        return run_on_client(
             lambda client: client.start_workflow(
                 ChatSessionWorkflow.run,
                 # Every parameter, always: the SDK decodes by type hint only when the counts match.
@@ -89,10 +92,24 @@ def session_start(*, user: AbstractBaseUser, session_id: str | None = None) -> S
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 static_summary=f"Chat session {session_id} of user {user_id}",
-                search_attributes=_user_search_attributes(user_id),
+                search_attributes=search_attributes,
                 rpc_timeout=config.rpc_timeout,
             )
         )
+
+    try:
+        try:
+            handle = start(_user_search_attributes(user_id))
+        except RPCError as exc:
+            # The attribute only helps the Web UI filter; a namespace without it must not cost the session.
+            if exc.status != RPCStatusCode.INVALID_ARGUMENT or "search attribute" not in exc.message.lower():
+                raise
+            logger.warning(
+                "starting session %s without search attribute %s, which namespace %s lacks (%s). Register it: "
+                "temporal operator search-attribute create --name %s --type Keyword",
+                session_id, config.user_search_attribute, config.namespace, exc.message, config.user_search_attribute,
+            )  # fmt: skip
+            handle = start(None)
     except WorkflowAlreadyStartedError as exc:
         raise SessionExists(session_id) from exc
     return StartedSession(

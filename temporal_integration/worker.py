@@ -8,12 +8,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from temporal_integration.activities import log_session_end, log_session_start, persist_message
 from temporal_integration.client import TemporalUnavailable, connect
+from temporal_integration.conf import get_config
 from temporal_integration.workflows import ChatSessionWorkflow
 
 logger = logging.getLogger(__name__)
@@ -73,6 +77,27 @@ async def connect_with_backoff(
             delay = min(delay * 2, 10.0)
 
 
+async def ensure_search_attribute(client: Client) -> None:
+    """Registers the user-id search attribute if configured and missing (the dev server's flag doesn't, on an
+    existing database). Where the worker may not (Temporal Cloud, a locked-down cluster), it says so and goes on."""
+    name = get_config().user_search_attribute
+    if not name:
+        return
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
+        if name not in listed.custom_attributes:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=client.namespace, search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
+                )
+            )
+            logger.info("registered search attribute %s (Keyword) in namespace %s", name, client.namespace)
+    except RPCError as exc:
+        logger.warning("could not check or register search attribute %s: %s; register it yourself", name, exc.message)
+
+
 async def run_worker(options: WorkerOptions, stop: asyncio.Event) -> None:
     """Runs the worker until `stop` is set, then drains in-flight tasks within the grace period."""
     runtime = _runtime(options)
@@ -81,6 +106,7 @@ async def run_worker(options: WorkerOptions, stop: asyncio.Event) -> None:
     client = await connect_with_backoff(stop, options.connect_timeout, runtime)
     if client is None:
         return
+    await ensure_search_attribute(client)
     with ThreadPoolExecutor(options.max_concurrent_activities, thread_name_prefix="activity") as executor:
         worker = build_worker(client, options, executor)
         running = asyncio.create_task(worker.run())

@@ -1,4 +1,5 @@
 import json
+import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -173,4 +174,16 @@ def test_with_the_user_search_attribute_on_the_web_ui_can_list_one_users_session
         return [w["execution"]["workflowId"] for w in json.loads(result.stdout or "[]")]
 
     assert wait_for(lambda: "chat-session-searchable" in listed(), what="the workflow in the user's list")
+    get_config.cache_clear()
+
+
+def test_a_namespace_without_the_search_attribute_still_starts_sessions(api, settings, caplog):
+    # No worker here: a worker would register the attribute itself (see test_worker_command.py).
+    settings.TEMPORAL_USER_SEARCH_ATTRIBUTE = f"NeverRegistered{uuid.uuid4().hex[:8]}"
+    get_config.cache_clear()
+
+    response = api.post(URL, {"session_id": "unsearchable"}, format="json")
+
+    assert response.status_code == 202
+    assert f"without search attribute {settings.TEMPORAL_USER_SEARCH_ATTRIBUTE}" in caplog.text
     get_config.cache_clear()

@@ -3,6 +3,7 @@
 import asyncio
 import signal
 import urllib.request
+import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -11,7 +12,7 @@ from temporalio.client import Client
 from chat.models import ChatSession
 from temporal_integration.types import SessionState
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
-from tests.conftest import DevServer, WorkerProcess, free_port, wait_for
+from tests.conftest import DevServer, WorkerProcess, free_port, temporal_cli, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -124,3 +125,15 @@ def scrape(port: int) -> str | None:
             return response.read().decode()
     except OSError:
         return None
+
+
+def test_worker_registers_the_configured_search_attribute_when_missing(dev_server, tmp_path):
+    name = f"ChatTest{uuid.uuid4().hex[:8]}"
+    worker = WorkerProcess(dev_server.address, log=tmp_path / "worker.log", TEMPORAL_USER_SEARCH_ATTRIBUTE=name)
+    try:
+        wait_for(lambda: "worker polling" in worker.output(), what="the worker to start")
+    finally:
+        assert worker.terminate() == 0
+    assert f"registered search attribute {name} (Keyword)" in worker.output()
+    listed = temporal_cli("operator", "search-attribute", "list", address=dev_server.address).stdout
+    assert name in listed
