@@ -112,6 +112,8 @@ def session_start(*, user: AbstractBaseUser, session_id: str | None = None) -> S
             handle = start(None)
     except WorkflowAlreadyStartedError as exc:
         raise SessionExists(session_id) from exc
+    logger.info("session started session_id=%s user_id=%s workflow_id=%s run_id=%s",
+                session_id, user_id, handle.id, handle.result_run_id)  # fmt: skip
     return StartedSession(
         session_id=session_id,
         user_id=user_id,
@@ -186,8 +188,11 @@ def message_post(
 def session_end(*, user: AbstractBaseUser, session_id: str) -> SessionState:
     """Ends the session through its workflow and returns its final state."""
     _require_owner(user=user, session_id=session_id)
-    return _update(session_id, lambda handle, timeout: handle.execute_update(
+    final = _update(session_id, lambda handle, timeout: handle.execute_update(
         ChatSessionWorkflow.end_session, rpc_timeout=timeout))  # fmt: skip
+    logger.info("session ended session_id=%s user_id=%s workflow_id=%s messages=%d",
+                session_id, user.pk, workflow_id_for(session_id), final.message_count)  # fmt: skip
+    return final
 
 
 def _on_handle(session_id: str, call: Callable[[WorkflowHandle, object], Awaitable[T]]) -> T:
