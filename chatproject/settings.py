@@ -119,9 +119,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["chatproject.api.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["chatproject.rest.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "chatproject.api.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "chatproject.api.StrictPageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "chatproject.rest.StrictPageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Per user; see chat.views for where each applies. The counters live in Django's cache: with several

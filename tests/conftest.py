@@ -36,7 +36,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(condition: Callable[[], T], *, timeout: float = 20, what: str = "condition") -> T:
+def wait_for(condition: Callable[[], T], *, timeout: float = 60, what: str = "condition") -> T:
     """Polls `condition` until it returns something truthy, failing the test at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -73,7 +73,7 @@ class DevServer:
             args += ["--db-filename", db_filename]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def wait_ready(self, timeout: float = 30) -> "DevServer":
+    def wait_ready(self, timeout: float = 60) -> "DevServer":
         async def reachable() -> bool:
             try:
                 client = await Client.connect(self.address)

@@ -25,7 +25,7 @@ from temporal_integration.conf import get_config
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
 from tests.conftest import DevServer, WorkerProcess, database_url, free_port, wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 ACTIVITY_TIMEOUT = 2  # seconds: how soon Temporal retries an attempt whose worker died
 
 
@@ -131,10 +131,10 @@ def test_a_worker_killed_during_log_session_start_is_replaced_and_the_record_wri
         first.kill()
     second = WorkerProcess(dev_server.address, log=tmp_path / "second.log", task_queue=queue)
     try:
-        wait_for(lambda: ChatSession.objects.filter(session_id="crash-start").exists(), timeout=30, what="the record")
+        wait_for(lambda: ChatSession.objects.filter(session_id="crash-start").exists(), what="the record")
         # The session's workflow was cached on the dead worker: until Temporal gives up on that worker's sticky
         # queue, a post may answer 503. Retrying with one client_message_id is safe.
-        posted = wait_for(lambda: post_once(api, "crash-start", "after the crash", "retry-1"), timeout=30,
+        posted = wait_for(lambda: post_once(api, "crash-start", "after the crash", "retry-1"),
                           what="a post to be answered")  # fmt: skip
         assert posted["seq"] == 1
     finally:
@@ -215,7 +215,7 @@ def test_activities_retry_while_the_database_refuses_writes_and_write_once(api, 
             handle_id = workflow_id_for("db-down")
             updates = [Background(dev_server.address, post_update(handle_id, f"m{n}")) for n in range(3)]
             wait_for(lambda: "session_id=db-down workflow_id=chat-session-db-down attempt=3" in worker.output(),
-                     timeout=30, what="failed attempts to be retried")  # fmt: skip
+                     what="failed attempts to be retried")  # fmt: skip
             assert not ChatSession.objects.filter(session_id="db-down").exists()
         results = [update.join() for update in updates]
     finally:

@@ -18,7 +18,7 @@ from chat.models import ChatMessage, ChatSession
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
 from tests.conftest import WebServer, WorkerProcess, database_url
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
 SESSIONS = int(os.environ.get("LOAD_SESSIONS", "1000"))
 MESSAGES_PER_SESSION = 5

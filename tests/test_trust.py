@@ -147,3 +147,15 @@ def test_production_settings_start_when_configured():
     result = run_production_check(DJANGO_SECRET_KEY=GOOD_KEY, DJANGO_ALLOWED_HOSTS="chat.example.com")
 
     assert result.returncode == 0, result.stderr
+
+
+def test_the_api_module_imports_first_without_a_cycle():
+    # The worker's system checks may import chatproject.api before any view: DRF's view classes then read the
+    # parser and paginator settings, which must not lead back into the half-imported module.
+    code = "import django; django.setup(); import chatproject.api, rest_framework.generics; print('ok')"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.stdout.strip() == "ok", result.stderr
