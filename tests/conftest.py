@@ -16,7 +16,10 @@ from typing import TypeVar
 import httpx
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -248,3 +251,12 @@ class WebServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
+
+
+def token_client(username: str) -> APIClient:
+    """An API client authenticated by DRF token as a new user, who is at `.user`."""
+    user = get_user_model().objects.create_user(username)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.user = user
+    return client

@@ -2,11 +2,10 @@
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chat.models import ChatSession
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, token_client, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CHANGELIST = "/admin/chat/chatsession/"
@@ -14,10 +13,7 @@ CHANGELIST = "/admin/chat/chatsession/"
 
 @pytest.fixture
 def owner() -> APIClient:
-    client = APIClient()
-    user = get_user_model().objects.create_user("dora")
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
+    return token_client("dora")
 
 
 @pytest.fixture

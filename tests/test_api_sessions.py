@@ -3,33 +3,23 @@
 import uuid
 
 import pytest
-from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chat.models import ChatMessage, ChatSession
 from temporal_integration.conf import get_config
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, token_client, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def api_for(username: str) -> APIClient:
-    user = get_user_model().objects.create_user(username)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    client.user = user
-    return client
-
-
 @pytest.fixture
 def alice() -> APIClient:
-    return api_for("alice")
+    return token_client("alice")
 
 
 @pytest.fixture
 def bob() -> APIClient:
-    return api_for("bob")
+    return token_client("bob")
 
 
 def start(api: APIClient, session_id: str) -> str:

@@ -14,16 +14,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import connection
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from temporalio.client import Client
 
 from chat.models import ChatMessage, ChatSession
 from temporal_integration.conf import get_config
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
-from tests.conftest import DevServer, WorkerProcess, database_url, free_port, wait_for
+from tests.conftest import DevServer, WorkerProcess, database_url, free_port, token_client, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 ACTIVITY_TIMEOUT = 2  # seconds: how soon Temporal retries an attempt whose worker died
@@ -41,11 +39,7 @@ def queue(settings) -> str:
 
 @pytest.fixture
 def api() -> APIClient:
-    client = APIClient()
-    user = get_user_model().objects.create_user("carol")
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    client.user = user
-    return client
+    return token_client("carol")
 
 
 @contextmanager

@@ -6,23 +6,19 @@ import sys
 
 import pytest
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chat.models import ChatMessage, ChatSession
 from chat.views import MessagePostThrottle, SessionStartThrottle
+from tests.conftest import token_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def api() -> APIClient:
-    client = APIClient()
-    user = get_user_model().objects.create_user("mallory")
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
+    return token_client("mallory")
 
 
 @pytest.fixture
