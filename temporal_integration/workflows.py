@@ -59,7 +59,7 @@ class ChatSessionWorkflow:
         self.session_id = session_id
         self.options = _typed(SessionOptions, options) or SessionOptions()
         self.status = SessionStatus.ACTIVE
-        self.started_at: datetime = carry.started_at if carry else workflow.info().start_time
+        self.started_at: datetime = carry.started_at if carry else workflow.info().workflow_start_time
         self.message_count = carry.message_count if carry else 0
         self.last_activity_at = carry.last_activity_at if carry else None
         self.ended_at: datetime | None = None
