@@ -31,7 +31,7 @@ from temporal_integration.types import SessionOptions
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
 
 CONCURRENCY = 32  # clients at once in the throughput measurements, as in tests/test_load.py
-SETUP_CONCURRENCY = 64  # raw-client starts and terminations while setting up the scale levels
+SETUP_CONCURRENCY = 64  # raw-client starts at once while opening sessions for the scale levels
 OPEN_WINDOW = 100  # sessions started but not yet written, at most, while opening them for the scale levels
 PROFILES = {
     # samples per side: sequential latencies, sessions per throughput burst (x rounds), messages, scale levels
@@ -541,8 +541,9 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     wall = time.monotonic() - started
     facts = report.machine_facts(bench.database.engine, load_before)
+    facts["load average at the end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     rows = report.rows(bench.results, config)
-    print(report.table(rows))
+    print(report.table([*rows, report.wall_row(wall)]))
     print(f"\nwall time {wall:.0f} s; phases: "
           + ", ".join(f"{k} {v:.0f}s" for k, v in bench.results.timings.items()))  # fmt: skip
     if bench.results.errors:
