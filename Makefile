@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 
-.PHONY: run test lint format install temporal worker web clean histories bench
+.PHONY: run test lint format install temporal worker web clean histories bench bench-servers
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,7 +49,7 @@ web: $(STAMP)
 	$(BIN)/python manage.py runserver 127.0.0.1:8000
 
 clean:
-	rm -rf $(VENV) var/*.sqlite3 var/temporal.db
+	rm -rf $(VENV) var/*.sqlite3 var/*.sqlite3-wal var/*.sqlite3-shm var/temporal.db
 
 # Records workflow histories for the determinism (replay) test; see tests/record_histories.py.
 histories: $(STAMP)
@@ -59,3 +59,8 @@ histories: $(STAMP)
 # prints the table and writes docs/benchmarks.md and docs/benchmarks.png. BENCH_SCALE=small for a quick run.
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The web server candidates (gunicorn's worker classes, uvicorn, granian) under the same start workloads;
+# writes docs/benchmarks-servers.md.
+bench-servers: $(STAMP)
+	$(BIN)/python -m bench.servers

@@ -84,12 +84,21 @@ TEMPLATES = [
 DATABASES = {
     "default": _read(env.db_url, "DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
+# Each web thread and each activity thread keeps its connection for a minute instead of opening one per
+# request or activity (docs/benchmarks.md measures it); the health check replaces a connection that a
+# database restart broke before it is used. 0 restores Django's connection per request.
+DATABASES["default"]["CONN_MAX_AGE"] = _read(env.int, "DATABASE_CONN_MAX_AGE", 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Activities write from several worker threads at once; with SQLite's default deferred
     # transactions they fail with "database is locked". IMMEDIATE takes the write lock up
-    # front, so writers queue on `timeout` instead of failing.
+    # front, so writers queue on `timeout` instead of failing. WAL lets readers (every request's
+    # token and ownership reads) go on while the worker commits, and makes a commit one append to
+    # the log; synchronous stays FULL, so a commit survives a power cut too.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        transaction_mode="IMMEDIATE", timeout=_read(env.float, "SQLITE_BUSY_TIMEOUT", 20)
+        transaction_mode="IMMEDIATE",
+        timeout=_read(env.float, "SQLITE_BUSY_TIMEOUT", 20),
+        init_command="PRAGMA journal_mode=WAL;",
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
