@@ -73,9 +73,11 @@ def session_options() -> SessionOptions:
 
 def session_start(*, user: AbstractBaseUser, session_id: str | None = None) -> StartedSession:
     """Starts the session's workflow; the workflow's activity writes the record."""
-    session_id = session_id or uuid.uuid4().hex
-    # The record outlives the workflow's retention in Temporal, so it is the lasting guard against reuse.
-    if ChatSession.objects.filter(session_id=session_id).exists():
+    # The record outlives the workflow's retention in Temporal, so it is the lasting guard against reusing a
+    # client's id. An id generated here is a fresh uuid4: no record can hold it, so that read is skipped.
+    if session_id is None:
+        session_id = uuid.uuid4().hex
+    elif ChatSession.objects.filter(session_id=session_id).exists():
         raise SessionExists(session_id)
     config = get_config()
     user_id = str(user.pk)
