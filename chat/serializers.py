@@ -1,5 +1,3 @@
-import sys
-
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator
@@ -40,7 +38,10 @@ def _escaped(chars: str) -> str:
 
 # "Not empty" as the workflow means it (content.strip()), written so that Python and JSON Schema's
 # ECMA regexes read it alike: no NUL anywhere, and at least one character that isn't whitespace.
-_WHITESPACE = _escaped("".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()))
+# Every whitespace character lies at or below U+3000 (tests/test_api.py checks it against all of Unicode); scanning
+# only that far keeps this module's import at 1 ms instead of 300.
+WHITESPACE_LIMIT = 0x3000
+_WHITESPACE = _escaped("".join(c for c in map(chr, range(WHITESPACE_LIMIT + 1)) if c.isspace()))
 CONTENT_PATTERN = f"^[^\\u0000]*[^{_WHITESPACE}\\u0000][^\\u0000]*$"
 
 

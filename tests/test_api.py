@@ -1,4 +1,5 @@
 import json
+import sys
 import uuid
 
 import pytest
@@ -187,3 +188,11 @@ def test_a_namespace_without_the_search_attribute_still_starts_sessions(api, set
     assert response.status_code == 202
     assert f"without search attribute {settings.TEMPORAL_USER_SEARCH_ATTRIBUTE}" in caplog.text
     get_config.cache_clear()
+
+
+def test_the_content_pattern_knows_every_whitespace_character_in_unicode():
+    # chat.serializers scans only up to WHITESPACE_LIMIT for whitespace, to import quickly; nothing may lie beyond.
+    from chat.serializers import WHITESPACE_LIMIT
+
+    beyond = [hex(c) for c in range(WHITESPACE_LIMIT + 1, sys.maxunicode + 1) if chr(c).isspace()]
+    assert beyond == []
