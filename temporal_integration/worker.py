@@ -31,6 +31,8 @@ class WorkerOptions:
     task_queue: str
     max_concurrent_activities: int = 20
     max_concurrent_workflow_tasks: int = 100
+    # Sessions kept in memory between their workflow tasks (the SDK's default); this bounds the worker's RSS.
+    max_cached_workflows: int = 1000
     graceful_shutdown_timeout: timedelta = timedelta(seconds=10)
     connect_timeout: float | None = None  # None: wait for the server for as long as it takes
     metrics_port: int | None = None  # serve the SDK's Prometheus metrics on 0.0.0.0:<port>/metrics
@@ -46,6 +48,7 @@ def build_worker(client: Client, options: WorkerOptions, executor: ThreadPoolExe
         activity_executor=executor,
         max_concurrent_activities=options.max_concurrent_activities,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
+        max_cached_workflows=options.max_cached_workflows,
         graceful_shutdown_timeout=options.graceful_shutdown_timeout,
     )
 

@@ -11,11 +11,11 @@ from temporal_integration.conf import get_config
 from temporal_integration.worker import WorkerOptions, run
 
 
-def _positive(cast: type) -> "callable":
+def _positive(cast: type, *, zero: bool = False) -> "callable":
     def parse(value: str) -> float:
         number = cast(value)
-        if number <= 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+        if number < 0 or (number == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"must be {'at least 0' if zero else 'greater than 0'}, got {value}")
         return number
 
     return parse
@@ -37,6 +37,13 @@ class Command(BaseCommand):
             type=_positive(int),
             default=100,
             help="Workflow tasks processed at once (default 100).",
+        )
+        parser.add_argument(
+            "--max-cached-workflows",
+            type=_positive(int, zero=True),
+            default=1000,
+            help="Sessions kept in memory between their turns; bounds the worker's memory (default 1000, "
+            "about 120 KB each; 0 replays every turn from history).",
         )
         parser.add_argument(
             "--graceful-shutdown-timeout",
@@ -62,6 +69,7 @@ class Command(BaseCommand):
             task_queue=options["task_queue"] or get_config().task_queue,
             max_concurrent_activities=options["max_concurrent_activities"],
             max_concurrent_workflow_tasks=options["max_concurrent_workflow_tasks"],
+            max_cached_workflows=options["max_cached_workflows"],
             graceful_shutdown_timeout=timedelta(seconds=options["graceful_shutdown_timeout"]),
             connect_timeout=options["connect_timeout"],
             metrics_port=options["metrics_port"],
