@@ -131,22 +131,40 @@ def raw_worker(address: str, task_queue: str, database_url: str, log_dir: Path, 
     return process
 
 
+def server_command(kind: str, host: str, port: int) -> list[str]:
+    """The web server candidates `make bench-servers` compares; gunicorn-gthread is the one the project ships
+    (Procfile, docs/deploy.md), and the one `make bench` uses unless BENCH_SERVER names another."""
+    bind = f"{host}:{port}"
+    # --no-control-socket: gunicorn 27's default control socket is one path per user (~/.gunicorn), which
+    # another gunicorn on this machine (a developer's, a test's) may be using.
+    gunicorn = [PYTHON, "-m", "gunicorn", "chatproject.wsgi", "--bind", bind, "--no-control-socket"]
+    commands = {
+        "gunicorn-gthread": [*gunicorn, "--workers", "2", "--threads", "8", "--worker-class", "gthread"],
+        "gunicorn-gthread-4": [*gunicorn, "--workers", "2", "--threads", "4", "--worker-class", "gthread"],
+        "gunicorn-sync": [*gunicorn, "--workers", "4"],
+        "uvicorn": [PYTHON, "-m", "uvicorn", "chatproject.asgi:application", "--host", host, "--port", str(port),
+                    "--workers", "2", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
+        "granian": [PYTHON, "-m", "granian", "--interface", "wsgi", "chatproject.wsgi:application", "--host", host,
+                    "--port", str(port), "--workers", "2", "--blocking-threads", "8", "--no-access-log"],
+    }  # fmt: skip
+    if kind not in commands:
+        raise SystemExit(f"BENCH_SERVER={kind!r}: use one of {', '.join(commands)}")
+    return commands[kind]
+
+
+SERVERS = ("gunicorn-gthread", "gunicorn-gthread-4", "gunicorn-sync", "uvicorn", "granian")
+
+
 class WebServer:
-    """The API under gunicorn as test_load.py runs it: 2 gthread workers of 8 threads each."""
+    """The API under one of the candidate servers; by default gunicorn, 2 gthread workers of 8 threads each."""
 
-    WORKERS = 2
-    THREADS = 8
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        bind = f"127.0.0.1:{free_port()}"
-        self.url = f"http://{bind}"
-        # --no-control-socket: gunicorn 27's default control socket is one path per user (~/.gunicorn), which
-        # another gunicorn on this machine (a developer's, a test's) may be using.
-        args = [PYTHON, "-m", "gunicorn", "chatproject.wsgi", "--bind", bind, "--workers", str(self.WORKERS),
-                "--threads", str(self.THREADS), "--worker-class", "gthread", "--no-control-socket"]  # fmt: skip
-        self.process = Process("gunicorn", args, env, log_dir)
+    def __init__(self, env: dict[str, str], log_dir: Path, kind: str = "gunicorn-gthread") -> None:
+        self.kind = kind
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = Process(kind, server_command(kind, "127.0.0.1", port), env, log_dir)
         self.pid = self.process.pid
-        wait_for(self._healthy, timeout=60, what="gunicorn to answer /healthz", interval=0.3)
+        wait_for(self._healthy, timeout=60, what=f"{kind} to answer /healthz", interval=0.3)
 
     def _healthy(self) -> bool:
         self.process.check_alive()
@@ -156,7 +174,7 @@ class WebServer:
             return False
 
     def stop(self) -> None:
-        self.process.stop(30)  # gunicorn's master stops its own workers on SIGTERM
+        self.process.stop(30)  # each server's master process stops its own workers on SIGTERM
 
 
 def manage(env: dict[str, str], *args: str) -> str:

@@ -21,10 +21,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 from temporalio.client import Client
 
-from bench.run import CONCURRENCY, Bench, Config, log
+from bench.run import CONCURRENCY, Bench, Config, http_session, log
 
 PY_SPY = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
 INTERESTING = re.compile(
@@ -74,14 +73,11 @@ class Profiled:
 
 async def workload(bench: Bench, kind: str, n: int) -> float:
     bench.client = await Client.connect(bench.address)
-    async with httpx.AsyncClient(
-        base_url=bench.web.url, headers={"Authorization": f"Token {bench.token}"}, timeout=60
-    ) as bench.http:
+    async with http_session(bench.web.url, bench.token) as bench.http:
         await bench.warm_up()
-        sessions = [f"prof-msg-{i}" for i in range(10)]
+        sessions = []
         if kind == "message":
-            for s in sessions:
-                await bench.api_start(s)
+            sessions = [await bench.api_start() for _ in range(10)]
             await bench.drain()
         targets = {"start": [bench.web.pid, bench.worker.pid], "message": [bench.web.pid, bench.worker.pid],
                    "open": [bench.worker.pid]}[kind]  # fmt: skip
@@ -90,8 +86,8 @@ async def workload(bench: Bench, kind: str, n: int) -> float:
         await asyncio.sleep(1)
         t0 = time.monotonic()
         if kind == "start":
-            for i in range(n):
-                await bench.api_start(f"prof-{i}")
+            for _ in range(n):
+                await bench.api_start()
         elif kind == "message":
             for i in range(n):
                 await bench.api_message(sessions[i % len(sessions)], i)

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 from temporalio.client import Client, WorkflowHandle
 
 from bench import procs
@@ -38,6 +38,16 @@ PROFILES = {
     "full": {"seq": 100, "burst": 150, "rounds": 2, "messages": 100, "levels": [10, 1000, 10000], "level_messages": 60},
     "small": {"seq": 40, "burst": 100, "rounds": 1, "messages": 40, "levels": [10, 500], "level_messages": 30},
 }
+
+
+def http_session(url: str, token: str) -> aiohttp.ClientSession:
+    """The load generator's HTTP client. aiohttp, not httpx: on this machine httpx spent 4x the CPU per request
+    (2.7 against 0.6 ms, measured side by side), CPU taken from the two cores the measured processes share."""
+    # Idle connections are dropped after 1 s, before gunicorn's 2 s keep-alive closes them under a request.
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY, keepalive_timeout=1)
+    return aiohttp.ClientSession(
+        url, connector=connector, headers={"Authorization": f"Token {token}"}, timeout=aiohttp.ClientTimeout(60)
+    )
 
 
 def log(message: str) -> None:
@@ -104,6 +114,7 @@ class Bench:
         self.tmp = tmp
         self.results = Results()
         self.run = uuid.uuid4().hex[:6]
+        self.round = ""  # a prefix for the raw workflow ids, when one run measures the same phases again
         self.queue = f"bench-{self.run}"
         self.raw_queue = f"bench-raw-{self.run}"
         self.stack: list[Callable[[], None]] = []  # stops, last started first
@@ -117,7 +128,7 @@ class Bench:
 
     # --- processes -------------------------------------------------------------------------------------------
 
-    def start_processes(self) -> None:
+    def start_processes(self, web: bool = True) -> None:
         t0 = time.monotonic()
         self.database = procs.Database(self.tmp)
         self.stack.append(self.database.drop)
@@ -131,11 +142,15 @@ class Bench:
         self.user_id, self.token = procs.prepare_database(self.env)
         create_tables(self.raw_db)
         self.start_workers()
-        self.web = procs.WebServer(self.env, self.tmp)
-        self.stack.append(self.web.stop)
-        log(f"gunicorn pid {self.web.pid} on {self.web.url}; worker pid {self.worker.pid}; raw worker pid "
-            f"{self.raw_worker.pid}")  # fmt: skip
+        if web:
+            self.start_web(os.environ.get("BENCH_SERVER", "gunicorn-gthread"))
+        log(f"worker pid {self.worker.pid}; raw worker pid {self.raw_worker.pid}")
         self.results.timings["start-up"] = time.monotonic() - t0
+
+    def start_web(self, kind: str) -> None:
+        self.web = procs.WebServer(self.env, self.tmp, kind)
+        self.stack.append(self.web.stop)
+        log(f"{kind} pid {self.web.pid} on {self.web.url}")
 
     def start_workers(self) -> None:
         self.worker = procs.project_worker(self.env, self.tmp)
@@ -164,7 +179,7 @@ class Bench:
             "temporal": procs.cpu_seconds(self.temporal.pid),
             "worker": procs.cpu_seconds(self.worker.pid),
             "raw worker": procs.cpu_seconds(self.raw_worker.pid),
-            "gunicorn": procs.cpu_seconds(self.web.pid),
+            "web server": procs.cpu_seconds(self.web.pid),
             "bench client": own.user + own.system,
         }
 
@@ -203,25 +218,35 @@ class Bench:
             if all(after[k] - before[k] < 0.025 for k in ("worker", "raw worker", "temporal")):
                 return
 
-    async def post(self, url: str, body: dict) -> tuple[httpx.Response, bool]:
-        """One POST, retried once if the connection broke before an answer (counted among the errors)."""
-        try:
-            return await self.http.post(url, json=body), False
-        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError) as exc:
-            self.results.error(f"{type(exc).__name__} on {url.split('/')[-2]} POST, retried")
-            return await self.http.post(url, json=body), True
+    async def post(self, url: str, body: dict) -> tuple[int, str, bool]:
+        """One POST: (status, body, retried). Retried once if the connection broke before an answer (counted
+        among the errors)."""
 
-    async def api_start(self, session_id: str) -> None:
-        response, retried = await self.post("/api/sessions/", {"session_id": session_id})
-        if retried and response.status_code == 409:  # the first try had landed
-            response.status_code = 202
-        if response.status_code != 202:
-            self.results.error(f"POST /api/sessions/ answered {response.status_code}")
-            raise RuntimeError(f"start {session_id}: {response.status_code} {response.text[:200]}")
+        async def once() -> tuple[int, str]:
+            async with self.http.post(url, json=body) as response:
+                return response.status, await response.text()
+
+        try:
+            return *await once(), False
+        except aiohttp.ClientConnectionError as exc:
+            self.results.error(f"{type(exc).__name__} on {url.split('/')[-2]} POST, retried")
+            return *await once(), True
+
+    async def api_start(self, session_id: str | None = None) -> str:
+        """POST /api/sessions/; without a session id, as the README's clients do, the server generates one."""
+        status, text, retried = await self.post("/api/sessions/", {"session_id": session_id} if session_id else {})
+        if retried and status == 409 and session_id:  # the first try had landed
+            status = 202
+        if status != 202:
+            self.results.error(f"POST /api/sessions/ answered {status}")
+            raise RuntimeError(f"start {session_id}: {status} {text[:200]}")
+        session_id = json.loads(text)["session_id"]
         self.project_rows += 1
         self.open_project.append(session_id)
+        return session_id
 
     async def raw_start(self, session_id: str, stay_open: bool = True) -> WorkflowHandle:
+        session_id = self.round + session_id
         handle = await self.client.start_workflow(
             RawSessionWorkflow.run, args=[self.user_id, session_id, stay_open], id=f"raw-{session_id}",
             task_queue=self.raw_queue,
@@ -241,10 +266,10 @@ class Bench:
         self.open_project.append(session_id)
 
     async def api_message(self, session_id: str, n: int) -> None:
-        response, _ = await self.post(f"/api/sessions/{session_id}/messages/", {"content": f"message {n}"})
-        if response.status_code != 201:
-            self.results.error(f"POST messages answered {response.status_code}")
-            raise RuntimeError(f"message to {session_id}: {response.status_code} {response.text[:200]}")
+        status, text, _ = await self.post(f"/api/sessions/{session_id}/messages/", {"content": f"message {n}"})
+        if status != 201:
+            self.results.error(f"POST messages answered {status}")
+            raise RuntimeError(f"message to {session_id}: {status} {text[:200]}")
 
     async def raw_message(self, workflow_id: str, n: int) -> None:
         await self.client.get_workflow_handle(workflow_id).execute_update(
@@ -274,7 +299,7 @@ class Bench:
 
     async def warm_up(self) -> None:
         for i in range(5):
-            await self.api_start(f"warm-{i}")
+            await self.api_start()
             await self.raw_start(f"warm-{i}")
         await self.drain()
 
@@ -282,7 +307,7 @@ class Bench:
         """Sequential starts, one API start and one raw start in turn (their order alternating)."""
         api, raw = [], []
         for i in range(self.config.seq):
-            calls = [(api, lambda i=i: self.api_start(f"lat-{i}")), (raw, lambda i=i: self.raw_start(f"lat-{i}"))]
+            calls = [(api, self.api_start), (raw, lambda i=i: self.raw_start(f"lat-{i}"))]
             for samples, call in calls if i % 2 == 0 else calls[::-1]:
                 samples.append(await self.timed(call()))
         r = self.results
@@ -303,7 +328,7 @@ class Bench:
                 prefix = f"tp{round_}-"
                 before = self.cpu_snapshot()
                 if side == "api":
-                    elapsed["api"] += await self.fan_out(n, CONCURRENCY, lambda i, p=prefix: self.api_start(f"{p}{i}"))
+                    elapsed["api"] += await self.fan_out(n, CONCURRENCY, lambda _: self.api_start())
                 else:
                     elapsed["raw"] += await self.fan_out(n, CONCURRENCY, lambda i, p=prefix: self.raw_start(f"{p}{i}"))
                 await self.drain()  # the backlog of one side must not slow the other
@@ -329,7 +354,7 @@ class Bench:
                 t0 = time.monotonic()
                 if side == "api":
                     rows = asyncio.create_task(self.wait_rows("chat_chatsession", self.project_rows + n))
-                    await self.fan_out(n, CONCURRENCY, lambda i, p=prefix: self.api_start(f"{p}{i}"))
+                    await self.fan_out(n, CONCURRENCY, lambda _: self.api_start())
                     elapsed["api"] += await rows - t0
                 else:
 
@@ -348,13 +373,11 @@ class Bench:
 
     async def m4_messages(self) -> None:
         """Sequential messages, an API post and a raw update in turn, over 10 open sessions of each kind."""
-        sessions = [f"msg-{i}" for i in range(10)]
-        for s in sessions:
-            await self.api_start(s)
-            await self.raw_start(s)
+        sessions = [await self.api_start() for _ in range(10)]
+        raw_ids = [(await self.raw_start(f"msg-{i}")).id for i in range(10)]
         await self.drain()
         before = self.cpu_snapshot()
-        api, raw = await self.message_samples(sessions, [f"raw-{s}" for s in sessions], self.config.messages)
+        api, raw = await self.message_samples(sessions, raw_ids, self.config.messages)
         after = self.cpu_snapshot()
         self.results.cpu["4 one API message + one raw update, per pair"] = {
             k: 1000 * (after[k] - before[k]) / (self.config.messages + 3) for k in before
@@ -484,11 +507,7 @@ class Bench:
 
     async def measure(self) -> None:
         self.client = await Client.connect(self.address)
-        # Idle connections are dropped after 1 s, before gunicorn's 2 s keep-alive closes them under a request.
-        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY, keepalive_expiry=1)
-        async with httpx.AsyncClient(
-            base_url=self.web.url, headers={"Authorization": f"Token {self.token}"}, timeout=60, limits=limits
-        ) as self.http:
+        async with http_session(self.web.url, self.token) as self.http:
             # The lowest scale level first, on the fresh worker; the higher ones last, keeping the sessions the
             # phases in between left open (so fewer have to be started for them).
             first, *rest = self.config.levels
@@ -540,7 +559,7 @@ def main() -> int:
 
             shutil.rmtree(tmp, ignore_errors=True)
     wall = time.monotonic() - started
-    facts = report.machine_facts(bench.database.engine, load_before)
+    facts = report.machine_facts(bench.database.engine, load_before, bench.web.kind)
     facts["load average at the end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     rows = report.rows(bench.results, config)
     print(report.table([*rows, report.wall_row(wall)]))
