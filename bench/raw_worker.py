@@ -23,7 +23,7 @@ MAX_CONCURRENT_WORKFLOW_TASKS = 100
 
 
 async def main(address: str, task_queue: str, database_url: str) -> None:
-    raw_activities.DB = RawDB(database_url)
+    raw_activities.DB = RawDB(database_url, keep=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,10 +2,11 @@
 
 The raw activities issue the same statements the project's activities make the ORM issue (a user check, then an
 upsert of the session row; a transaction that reads the session, inserts the message if absent and moves the
-counters forward), and, like Django with CONN_MAX_AGE=0, open one connection per activity.
+counters forward), and, like Django with the project's CONN_MAX_AGE, keep one connection per thread.
 """
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,25 +24,36 @@ def sqlite_path(url: str) -> str | None:
 
 
 class RawDB:
-    """One database URL; each `connection()` opens a new connection, as Django does with CONN_MAX_AGE=0."""
+    """One database URL. With keep, each thread keeps its connection (as the project's DATABASE_CONN_MAX_AGE
+    does) and drops it after an error; without, each `connection()` opens a new one (as CONN_MAX_AGE=0)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, keep: bool = False) -> None:
         self.url = url
         self.path = sqlite_path(url)
         self.engine = "sqlite" if self.path else "postgresql"
+        self.kept = threading.local() if keep else None
+
+    def _connect(self) -> Any:
+        if self.path:
+            return sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True)
 
     @contextmanager
     def connection(self) -> Iterator["RawConnection"]:
-        if self.path:
-            conn: Any = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
-        else:
-            import psycopg
-
-            conn = psycopg.connect(self.url, autocommit=True)
+        conn = getattr(self.kept, "conn", None) or self._connect()
         try:
             yield RawConnection(conn, self.engine)
-        finally:
+        except BaseException:
             conn.close()
+            conn = None
+            raise
+        finally:
+            if self.kept is None and conn is not None:
+                conn.close()
+            elif self.kept is not None:
+                self.kept.conn = conn
 
 
 class RawConnection:
