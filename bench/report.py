@@ -264,9 +264,10 @@ def write(config: Config, results: Results, all_rows: list[Row], facts: dict[str
         "",
         "What each line measures:",
         "",
-        f"1. {config.seq} sequential `POST /api/sessions/` (202) against {config.seq} sequential raw "
-        "`client.start_workflow` calls, one of each in turn, over one kept-alive HTTP connection and one gRPC "
-        "client. The time is until the start is acknowledged (the row is written afterwards by the worker).",
+        f"1. {config.seq} sequential `POST /api/sessions/` (202; an empty body, so the server generates the "
+        f"session id, as the README's clients do) against {config.seq} sequential raw `client.start_workflow` "
+        "calls, one of each in turn, over one kept-alive HTTP connection and one gRPC client. The time is until "
+        "the start is acknowledged (the row is written afterwards by the worker).",
         f"2. {config.burst} starts per burst from {CONCURRENCY} concurrent clients (asyncio tasks), "
         f"{config.rounds} round(s) per side, API and raw bursts alternating; the time is from the first request "
         "to the last answer. After each burst the bench waits for that side's rows and idle workers before the "

@@ -89,11 +89,31 @@ def test_worker_sigterm_while_waiting_for_the_server_exits_0(tmp_path):
     assert "Traceback" not in worker.output()
 
 
-def test_worker_rejects_a_bad_option(tmp_path):
-    worker = WorkerProcess("127.0.0.1:1", "--max-concurrent-activities", "0", log=tmp_path / "worker.log")
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--max-concurrent-activities", "0", "must be greater than 0, got 0"),
+        ("--max-cached-workflows", "-1", "must be at least 0, got -1"),
+    ],
+)
+def test_worker_rejects_a_bad_option(tmp_path, option, value, message):
+    worker = WorkerProcess("127.0.0.1:1", option, value, log=tmp_path / "worker.log")
 
     assert worker.process.wait(30) == 2
-    assert "must be greater than 0, got 0" in worker.output()
+    assert message in worker.output()
+
+
+def test_worker_without_a_sticky_cache_replays_every_turn_and_still_completes(dev_server, user, tmp_path):
+    # --max-cached-workflows 0: each workflow task rebuilds the session from its history, so a replay that
+    # diverged from the first run would fail the session here.
+    worker = WorkerProcess(dev_server.address, "--max-cached-workflows", "0", log=tmp_path / "worker.log")
+    try:
+        final = run_session(dev_server.address, worker.task_queue, str(user.pk), f"nocache-{uuid.uuid4().hex}")
+    finally:
+        exit_code = worker.terminate()
+    assert (final.status, final.message_count) == ("ended", 1)
+    assert exit_code == 0, worker.output()
+    assert "Nondeterminism" not in worker.output()
 
 
 def test_worker_exits_0_when_a_second_signal_arrives_during_shutdown(dev_server, tmp_path):
