@@ -131,7 +131,7 @@ def raw_worker(address: str, task_queue: str, database_url: str, log_dir: Path, 
     return process
 
 
-def server_command(kind: str, host: str, port: int) -> list[str]:
+def server_command(kind: str, host: str, port: int | str) -> list[str]:
     """The web server candidates `make bench-servers` compares; gunicorn-gthread is the one the project ships
     (Procfile, docs/deploy.md), and the one `make bench` uses unless BENCH_SERVER names another."""
     bind = f"{host}:{port}"

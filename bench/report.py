@@ -335,9 +335,10 @@ def write(config: Config, results: Results, all_rows: list[Row], facts: dict[str
         "the file is shared, so the raw side runs in WAL too |",
         f"| web server | {facts_server(facts)} | the candidates under the same start workloads are in "
         "[benchmarks-servers.md](benchmarks-servers.md) (`make bench-servers`): gunicorn with 2 gthread workers "
-        "of 8 threads had the best start throughput, and no candidate was clearly faster sequentially. uvicorn "
-        "runs DRF's sync views on one thread per process (asgiref's thread-sensitive mode), so its latency was "
-        "the worst. Each worker process holds its own Temporal client on a loop thread, and every view hands "
+        "of 8 threads had the best or equal best start throughput in each run; granian matched it with about 20% "
+        "less CPU per request, and no candidate was clearly faster sequentially. uvicorn runs DRF's sync views on "
+        "one thread per process (asgiref's thread-sensitive mode), and was among the slowest. Each worker process "
+        "holds its own Temporal client on a loop thread, and every view hands "
         "its Temporal call to that thread |",
         "| throttles | `CHAT_THROTTLE_SESSION_START` = `CHAT_THROTTLE_MESSAGE_POST` = 1000000/min | the "
         "defaults (30/min, 120/min per user) would answer 429 within the first second |",

@@ -93,10 +93,7 @@ def main() -> int:
         f"{' / '.join(f'{x:.2f}' for x in load_before)}, after {' / '.join(f'{x:.2f}' for x in os.getloadavg())}; "
         f"wall time {wall:.0f} s; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n"
         "| server | command (see `bench/procs.py`) |\n|---|---|\n"
-        + "".join(
-            f"| {kind} | `{' '.join(procs.server_command(kind, 'HOST', 0)[2:]).replace('HOST:0', 'HOST:PORT')}` |\n"
-            for kind in kinds
-        )
+        + "".join(f"| {kind} | `{' '.join(procs.server_command(kind, 'HOST', 'PORT')[2:])}` |\n" for kind in kinds)
         + f"\n{text}\n"
     )
     log(f"wrote {out}")
