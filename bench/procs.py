@@ -139,7 +139,8 @@ def server_command(kind: str, host: str, port: int | str) -> list[str]:
     # another gunicorn on this machine (a developer's, a test's) may be using.
     gunicorn = [PYTHON, "-m", "gunicorn", "chatproject.wsgi", "--bind", bind, "--no-control-socket"]
     commands = {
-        "gunicorn-gthread": [*gunicorn, "--workers", "2", "--threads", "8", "--worker-class", "gthread"],
+        "gunicorn-gthread": [*gunicorn, "--workers", "2", "--threads", "16", "--worker-class", "gthread"],
+        "gunicorn-gthread-8": [*gunicorn, "--workers", "2", "--threads", "8", "--worker-class", "gthread"],
         "gunicorn-gthread-4": [*gunicorn, "--workers", "2", "--threads", "4", "--worker-class", "gthread"],
         "gunicorn-sync": [*gunicorn, "--workers", "4"],
         "uvicorn": [PYTHON, "-m", "uvicorn", "chatproject.asgi:application", "--host", host, "--port", str(port),
@@ -152,11 +153,12 @@ def server_command(kind: str, host: str, port: int | str) -> list[str]:
     return commands[kind]
 
 
-SERVERS = ("gunicorn-gthread", "gunicorn-gthread-4", "gunicorn-sync", "uvicorn", "granian")
+SERVERS = ("gunicorn-gthread", "gunicorn-gthread-8", "gunicorn-gthread-4", "gunicorn-sync", "uvicorn", "granian")
 
 
 class WebServer:
-    """The API under one of the candidate servers; by default gunicorn, 2 gthread workers of 8 threads each."""
+    """The API under one of the candidate servers; by default as the Procfile runs it: gunicorn, 2 gthread workers
+    of 16 threads each."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, kind: str = "gunicorn-gthread") -> None:
         self.kind = kind

@@ -334,9 +334,11 @@ def write(config: Config, results: Results, all_rows: list[Row], facts: dict[str
         "writing, syncing and deleting a rollback journal. FULL keeps each commit durable through a power cut; "
         "the file is shared, so the raw side runs in WAL too |",
         f"| web server | {facts_server(facts)} | the candidates under the same start workloads are in "
-        "[benchmarks-servers.md](benchmarks-servers.md) (`make bench-servers`): gunicorn with 2 gthread workers "
-        "of 8 threads had the best or equal best start throughput in each run; granian matched it with about 20% "
-        "less CPU per request, and no candidate was clearly faster sequentially. uvicorn runs DRF's sync views on "
+        "[benchmarks-servers.md](benchmarks-servers.md) (`make bench-servers`). A request mostly waits for its RPC "
+        "(6 ms of CPU against 20-150 ms under load), so threads, not cores, bound the starts in flight: 2 x 8 "
+        "threads capped 32 clients at about 105 starts/s; 2 x 16 raised start throughput from 0.56-0.61x to "
+        "0.65-0.68x of raw. granian matched gunicorn with about 20% less CPU per request; no candidate was "
+        "clearly faster sequentially. uvicorn runs DRF's sync views on "
         "one thread per process (asgiref's thread-sensitive mode), and was among the slowest. Each worker process "
         "holds its own Temporal client on a loop thread, and every view hands "
         "its Temporal call to that thread |",

@@ -237,7 +237,7 @@ class WebServer:
         with log.open("w") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "chatproject.wsgi", "--bind", self.url.removeprefix("http://"),
-                 "--workers", "2", "--threads", "8", "--worker-class", "gthread", "--no-control-socket"],
+                 "--workers", "2", "--threads", "16", "--worker-class", "gthread", "--no-control-socket"],
                 env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
             )  # fmt: skip
         wait_for(self._healthy, timeout=30, what="gunicorn to answer /healthz")
