@@ -336,9 +336,9 @@ def write(config: Config, results: Results, all_rows: list[Row], facts: dict[str
         f"| web server | {facts_server(facts)} | the candidates under the same start workloads are in "
         "[benchmarks-servers.md](benchmarks-servers.md) (`make bench-servers`). A request mostly waits for its RPC "
         "(6 ms of CPU against 20-150 ms under load), so threads, not cores, bound the starts in flight: 2 x 8 "
-        "threads capped 32 clients at about 105 starts/s; 2 x 16 raised start throughput from 0.56-0.61x to "
-        "0.65-0.68x of raw. granian matched gunicorn with about 20% less CPU per request; no candidate was "
-        "clearly faster sequentially. uvicorn runs DRF's sync views on "
+        "threads cap 32 clients near 105 starts/s at 150 ms a start, as measured; 16 lift the cap, for a gain "
+        "small next to the noise. granian spent 20-30% less CPU per request in every run, with ratios within "
+        "gunicorn's noise; no candidate was clearly faster sequentially. uvicorn runs DRF's sync views on "
         "one thread per process (asgiref's thread-sensitive mode), and was among the slowest. Each worker process "
         "holds its own Temporal client on a loop thread, and every view hands "
         "its Temporal call to that thread |",
