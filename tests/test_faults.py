@@ -4,6 +4,7 @@ Each test asserts that nothing is lost and nothing is written twice.
 """
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -12,16 +13,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from temporalio.client import Client
 
 from chat.models import ChatMessage, ChatSession
 from temporal_integration.conf import get_config
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
-from tests.conftest import DevServer, WorkerProcess, database_url, free_port, token_client, wait_for
+from tests.conftest import DevServer, WebServer, WorkerProcess, database_url, free_port, token_client, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 ACTIVITY_TIMEOUT = 2  # seconds: how soon Temporal retries an attempt whose worker died
@@ -249,3 +253,54 @@ def test_two_workers_one_killed_mid_load_every_session_completes(api, dev_server
         assert (session.status, session.message_count) == ("ended", 3)
         assert list(session.messages.values_list("seq", "content")) == [(n + 1, f"{session}/{n}") for n in range(3)]
     assert ChatSession.objects.filter(session_id__in=sessions).count() == 20
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="needs a database server that can drop its clients' connections"
+)
+def test_kept_connections_that_the_database_dropped_are_replaced_before_the_next_request_and_activity(
+    dev_server, tmp_path
+):
+    # Web and activity threads keep their connections (DATABASE_CONN_MAX_AGE); a database restart or failover
+    # drops them all. The health check must replace each one before use: no error answer, no retried activity.
+    queue = f"dropped-{uuid.uuid4()}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+        "DJANGO_SECRET_KEY": "tests-only-secret-key",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "DATABASE_URL": database_url(),
+        "TEMPORAL_ADDRESS": dev_server.address,
+        "TEMPORAL_TASK_QUEUE": queue,
+    }
+    key = Token.objects.create(user=get_user_model().objects.create_user("dropped")).key
+    session_id = f"dropped-{uuid.uuid4().hex[:8]}"
+    worker = WorkerProcess(dev_server.address, log=tmp_path / "worker.log", task_queue=queue)
+    web = WebServer(env, tmp_path / "web.log")
+    try:
+        api = httpx.Client(base_url=f"{web.url}/api", headers={"Authorization": f"Token {key}"}, timeout=30)
+        assert api.post("/sessions/", json={"session_id": session_id}).status_code == 202
+        assert api.post(f"/sessions/{session_id}/messages/", json={"content": "before"}).status_code == 201
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            dropped = cursor.fetchone()[0]
+
+        after = api.post(f"/sessions/{session_id}/messages/", json={"content": "after"})
+        record = api.get(f"/sessions/{session_id}/")
+    finally:
+        web.stop()
+        exit_code = worker.terminate()
+
+    assert dropped >= 2, "the web and the worker should each have kept a connection"
+    assert (after.status_code, after.json()["seq"]) == (201, 2), after.text
+    assert (record.status_code, record.json()["message_count"]) == (200, 2), record.text
+    assert list(ChatMessage.objects.filter(session__session_id=session_id).values_list("content", flat=True)) == [
+        "before",
+        "after",
+    ]
+    assert exit_code == 0
+    assert "attempt=2" not in worker.output(), worker.output()
