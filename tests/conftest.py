@@ -195,6 +195,19 @@ def database_url() -> str:
     return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
+def app_env(temporal_address: str, task_queue: str) -> dict[str, str]:
+    """The environment of a web or worker process of the project's own, on the test database."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+        "DJANGO_SECRET_KEY": "tests-only-secret-key",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "DATABASE_URL": database_url(),
+        "TEMPORAL_ADDRESS": temporal_address,
+        "TEMPORAL_TASK_QUEUE": task_queue,
+    }
+
+
 class WorkerProcess:
     """`manage.py run_temporal_worker` as a process of its own, on the test database."""
 

@@ -4,7 +4,6 @@ Each test asserts that nothing is lost and nothing is written twice.
 """
 
 import asyncio
-import os
 import sqlite3
 import threading
 import time
@@ -25,7 +24,7 @@ from temporalio.client import Client
 from chat.models import ChatMessage, ChatSession
 from temporal_integration.conf import get_config
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
-from tests.conftest import DevServer, WebServer, WorkerProcess, database_url, free_port, token_client, wait_for
+from tests.conftest import DevServer, WebServer, WorkerProcess, app_env, database_url, free_port, token_client, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 ACTIVITY_TIMEOUT = 2  # seconds: how soon Temporal retries an attempt whose worker died
@@ -264,15 +263,7 @@ def test_kept_connections_that_the_database_dropped_are_replaced_before_the_next
     # Web and activity threads keep their connections (DATABASE_CONN_MAX_AGE); a database restart or failover
     # drops them all. The health check must replace each one before use: no error answer, no retried activity.
     queue = f"dropped-{uuid.uuid4()}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "chatproject.settings",
-        "DJANGO_SECRET_KEY": "tests-only-secret-key",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-        "DATABASE_URL": database_url(),
-        "TEMPORAL_ADDRESS": dev_server.address,
-        "TEMPORAL_TASK_QUEUE": queue,
-    }
+    env = app_env(dev_server.address, queue)
     key = Token.objects.create(user=get_user_model().objects.create_user("dropped")).key
     session_id = f"dropped-{uuid.uuid4().hex[:8]}"
     worker = WorkerProcess(dev_server.address, log=tmp_path / "worker.log", task_queue=queue)

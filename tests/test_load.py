@@ -16,7 +16,7 @@ from temporalio.client import Client
 
 from chat.models import ChatMessage, ChatSession
 from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
-from tests.conftest import WebServer, WorkerProcess, database_url
+from tests.conftest import WebServer, WorkerProcess, app_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
@@ -87,15 +87,7 @@ async def workflow_states(address: str, session_ids: list[str]) -> dict[str, tup
 
 def test_sessions_and_messages_under_load_agree_exactly_in_the_database_and_the_workflows(dev_server, tmp_path):
     queue = f"load-{uuid.uuid4()}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "chatproject.settings",
-        "DJANGO_SECRET_KEY": "tests-only-secret-key",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-        "DATABASE_URL": database_url(),
-        "TEMPORAL_ADDRESS": dev_server.address,
-        "TEMPORAL_TASK_QUEUE": queue,
-    }
+    env = app_env(dev_server.address, queue)
     tokens = [Token.objects.create(user=get_user_model().objects.create_user(f"load{n}")).key for n in range(8)]
     worker = WorkerProcess(dev_server.address, log=tmp_path / "worker.log", task_queue=queue)
     web = WebServer(env, tmp_path / "web.log")
