@@ -317,59 +317,63 @@ class Bench:
         r.set("start_p95_raw", pct(raw, 95))
         await self.drain()
 
+    async def alternate(
+        self, first: str, one_side: Callable[[str, int], Awaitable[float]]
+    ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """Runs one_side(side, round_) for both sides in each round, the order alternating from `first`; adds up the
+        seconds it returns and the CPU each side cost, and lets the machine settle after each."""
+        elapsed = {"api": 0.0, "raw": 0.0}
+        cpu_spent: dict[str, dict[str, float]] = {}
+        second = "raw" if first == "api" else "api"
+        for round_ in range(self.config.rounds):
+            for side in [first, second] if round_ % 2 == 0 else [second, first]:
+                before = self.cpu_snapshot()
+                elapsed[side] += await one_side(side, round_)
+                self.add_cpu(cpu_spent, side, before)
+                await self.quiesce()
+        return elapsed, cpu_spent
+
+    def record_rates(
+        self, key: str, label: str, elapsed: dict[str, float], cpu_spent: dict[str, dict[str, float]]
+    ) -> None:
+        total = self.config.burst * self.config.rounds
+        for side in ("api", "raw"):
+            self.results.set(f"{key}_{side}", total / elapsed[side])
+        for side, spent in cpu_spent.items():
+            self.results.cpu[f"{label}, per session, {side}"] = {k: 1000 * v / total for k, v in spent.items()}
+
     async def m2_start_throughput(self) -> None:
         """Bursts of starts from 32 clients, API and raw alternating by round; each side drained before the next."""
         n = self.config.burst
-        elapsed = {"api": 0.0, "raw": 0.0}
-        cpu_spent: dict[str, dict[str, float]] = {}
-        for round_ in range(self.config.rounds):
-            sides = ["api", "raw"] if round_ % 2 == 0 else ["raw", "api"]
-            for side in sides:
-                prefix = f"tp{round_}-"
-                before = self.cpu_snapshot()
-                if side == "api":
-                    elapsed["api"] += await self.fan_out(n, CONCURRENCY, lambda _: self.api_start())
-                else:
-                    elapsed["raw"] += await self.fan_out(n, CONCURRENCY, lambda i, p=prefix: self.raw_start(f"{p}{i}"))
-                await self.drain()  # the backlog of one side must not slow the other
-                self.add_cpu(cpu_spent, side, before)
-        total = n * self.config.rounds
-        self.results.set("start_tput_api", total / elapsed["api"])
-        self.results.set("start_tput_raw", total / elapsed["raw"])
-        for side, spent in cpu_spent.items():
-            self.results.cpu[f"2 start + row written, per session, {side}"] = {
-                k: 1000 * v / total for k, v in spent.items()
-            }
+
+        async def burst(side: str, round_: int) -> float:
+            if side == "api":
+                took = await self.fan_out(n, CONCURRENCY, lambda _: self.api_start())
+            else:
+                took = await self.fan_out(n, CONCURRENCY, lambda i: self.raw_start(f"tp{round_}-{i}"))
+            await self.drain()  # the backlog of one side must not slow the other; its CPU counts
+            return took
+
+        self.record_rates("start_tput", "2 start + row written", *await self.alternate("api", burst))
 
     async def m3_end_to_end(self) -> None:
         """32 clients: API POST until every ChatSession row is written, vs raw start -> activity -> completed."""
         n = self.config.burst
-        elapsed = {"api": 0.0, "raw": 0.0}
-        cpu_spent: dict[str, dict[str, float]] = {}
-        for round_ in range(self.config.rounds):
-            sides = ["raw", "api"] if round_ % 2 == 0 else ["api", "raw"]
-            for side in sides:
-                prefix = f"e2e{round_}-"
-                before = self.cpu_snapshot()
+
+        async def burst(side: str, round_: int) -> float:
+            if side == "api":
                 t0 = time.monotonic()
-                if side == "api":
-                    rows = asyncio.create_task(self.wait_rows("chat_chatsession", self.project_rows + n))
-                    await self.fan_out(n, CONCURRENCY, lambda _: self.api_start())
-                    elapsed["api"] += await rows - t0
-                else:
+                rows = asyncio.create_task(self.wait_rows("chat_chatsession", self.project_rows + n))
+                await self.fan_out(n, CONCURRENCY, lambda _: self.api_start())
+                return await rows - t0
 
-                    async def one(i: int, p: str = prefix) -> None:
-                        handle = await self.raw_start(f"{p}{i}", stay_open=False)
-                        await handle.result()
+            async def one(i: int) -> None:
+                handle = await self.raw_start(f"e2e{round_}-{i}", stay_open=False)
+                await handle.result()
 
-                    elapsed["raw"] += await self.fan_out(n, CONCURRENCY, one)
-                self.add_cpu(cpu_spent, side, before)
-                await self.quiesce()
-        total = n * self.config.rounds
-        self.results.set("e2e_tput_api", total / elapsed["api"])
-        self.results.set("e2e_tput_raw", total / elapsed["raw"])
-        for side, spent in cpu_spent.items():
-            self.results.cpu[f"3 end to end, per session, {side}"] = {k: 1000 * v / total for k, v in spent.items()}
+            return await self.fan_out(n, CONCURRENCY, one)
+
+        self.record_rates("e2e_tput", "3 end to end", *await self.alternate("raw", burst))
 
     async def m4_messages(self) -> None:
         """Sequential messages, an API post and a raw update in turn, over 10 open sessions of each kind."""

@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from temporalio.client import Client
+
 from bench import procs
 from bench.run import Bench, Config, Results, _interrupt, http_session, log
 
@@ -22,8 +24,6 @@ DEFAULTS = {"BENCH_SCALE": "small", "BENCH_SEQ": "60", "BENCH_BURST": "120", "BE
 
 
 async def measure(bench: Bench, kinds: list[str]) -> dict[str, Results]:
-    from temporalio.client import Client
-
     bench.client = await Client.connect(bench.address)
     found = {}
     for kind in kinds:
@@ -36,7 +36,6 @@ async def measure(bench: Bench, kinds: list[str]) -> dict[str, Results]:
             await bench.m1_start_latency()
             log(f"{kind}: start throughput ...")
             await bench.m2_start_throughput()
-        bench.results.notes.append(f"rss {procs.proc_status(bench.web.pid, 'VmRSS')}")
         found[kind] = bench.results
         bench.stack.remove(bench.web.stop)
         bench.web.stop()
