@@ -440,32 +440,27 @@ class Bench:
             await watcher
         await self.drain()
 
+    async def open_more(self, side: str, need: int, table: str, start: Callable[[str], Awaitable[object]]) -> None:
+        """Opens `need` more sessions of one side for the scale levels (none if need <= 0), counting their CPU."""
+        if need <= 0:
+            return
+        before = self.cpu_snapshot()
+        first = len(self.open_project if side == "api" else self.open_raw)  # names not yet used
+        await self.open_sessions(need, table, lambda i: start(f"open-{first + i}"))
+        self.add_cpu(self.scale_cpu, side, before)
+        self.opened[side] += need
+
     async def scale_level(self, level: int) -> None:
         """Sessions held open by the one worker, `level` of them: its RSS, then message p50 over random sessions.
 
         The sessions the earlier phases left open count; only the extra ones are started, with the raw client.
         """
         t1 = time.monotonic()
-        need = level - len(self.open_project)
-        if need > 0:
-            before = self.cpu_snapshot()
-            first = len(self.open_project)
-            await self.open_sessions(
-                need, "chat_chatsession", lambda i, f=first: self.project_start_raw_client(f"open-{f + i}")
-            )
-            self.add_cpu(self.scale_cpu, "api", before)
-            self.opened["api"] += need
+        await self.open_more("api", level - len(self.open_project), "chat_chatsession", self.project_start_raw_client)
         # Raw sessions up to BENCH_SCALE_RAW_MAX only (default 100): every session opened costs ~60 ms of CPU
         # between the server and a worker, and the 10,000 project sessions already take most of the budget.
         raw_need = max(10, min(level, self.config.scale_raw_max)) - len(self.open_raw)
-        if raw_need > 0:
-            before = self.cpu_snapshot()
-            raw_first = len(self.open_raw)
-            await self.open_sessions(
-                raw_need, "bench_raw_session", lambda i, f=raw_first: self.raw_start(f"open-{f + i}")
-            )
-            self.add_cpu(self.scale_cpu, "raw", before)
-            self.opened["raw"] += raw_need
+        await self.open_more("raw", raw_need, "bench_raw_session", self.raw_start)
         await self.quiesce()
         self.results.set(f"open_{level}", len(self.open_project))
         self.results.set(f"raw_open_{level}", len(self.open_raw))
