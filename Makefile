@@ -1,22 +1,26 @@
-# `make run` starts everything for local development; `make test` runs the whole suite.
+# `make run` starts everything for local development; `make test` runs the whole suite, `make test-fast` the
+# tests that need no Temporal server.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint format install temporal worker web clean histories bench bench-servers
+.PHONY: run test test-fast lint format install temporal worker web clean histories bench bench-servers
 
-$(STAMP): requirements.txt
+# The development set (requirements-dev.txt includes the runtime set, requirements.txt).
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
 
+# Local development settings (DEBUG on), read by every `manage.py` in any shell; written once, then yours to edit.
+.env:
+	cp .env.example $@
+
 # The Temporal dev server, the worker and runserver together; Ctrl-C stops all three.
-run: export DJANGO_DEBUG ?= true
-run: export TEMPORAL_USER_SEARCH_ATTRIBUTE ?= ChatUserId
-run: $(STAMP)
+run: $(STAMP) .env
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py create_demo_user
@@ -24,6 +28,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not temporal"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -38,13 +45,10 @@ temporal: $(STAMP)
 	mkdir -p var
 	$(BIN)/honcho -f Procfile.dev start temporal
 
-worker: export DJANGO_DEBUG ?= true
-worker: $(STAMP)
+worker: $(STAMP) .env
 	$(BIN)/python manage.py run_temporal_worker
 
-web: export DJANGO_DEBUG ?= true
-web: export TEMPORAL_USER_SEARCH_ATTRIBUTE ?= ChatUserId
-web: $(STAMP)
+web: $(STAMP) .env
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py runserver 127.0.0.1:8000
 

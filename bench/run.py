@@ -27,8 +27,8 @@ from temporalio.client import Client, WorkflowHandle
 from bench import procs
 from bench.raw_workflows import RawSessionWorkflow
 from bench.rawdb import RawDB, count_rows, create_tables
-from temporal_integration.types import SessionOptions
-from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
+from chat.types import SessionOptions
+from chat.workflows import ChatSessionWorkflow, workflow_id_for
 
 CONCURRENCY = 32  # clients at once in the throughput measurements, as in tests/test_load.py
 SETUP_CONCURRENCY = 64  # raw-client starts at once while opening sessions for the scale levels

@@ -1,19 +1,11 @@
-import logging
-
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
-from temporalio.client import WorkflowQueryFailedError
-from temporalio.service import RPCError
 
 from chat import services
-from chat.exceptions import SessionEnded
+from chat.exceptions import SessionEnded, TemporalUnavailable, WorkflowUnreadable
 from chat.models import ChatMessage, ChatSession
-from temporal_integration.client import TemporalUnavailable
-from temporal_integration.conf import get_config
-
-logger = logging.getLogger(__name__)
 
 BADGE_COLOURS = {
     ChatSession.Status.ACTIVE: "#2e7d32",
@@ -37,16 +29,18 @@ class ChatMessageInline(admin.TabularInline):
 
 @admin.register(ChatSession)
 class ChatSessionAdmin(admin.ModelAdmin):
-    list_display = ["session_id", "user", "status_badge", "message_count", "started_at", "last_activity_at",
-                    "ended_at", "temporal_link"]  # fmt: skip
+    list_display = [
+        *["session_id", "user", "status_badge", "message_count", "started_at", "last_activity_at", "ended_at"],
+        "temporal_link",
+    ]
     list_filter = ["status", "started_at"]
     search_fields = ["session_id", "user__username", "user__email", "workflow_id"]
     date_hierarchy = "started_at"
     list_select_related = ["user"]
     readonly_fields = [
-        "session_id", "user", "status_badge", "workflow_live", "message_count", "started_at", "last_activity_at",
-        "ended_at", "workflow_id", "run_id", "updated_at", "temporal_link",
-    ]  # fmt: skip
+        *["session_id", "user", "status_badge", "workflow_live", "message_count", "started_at", "last_activity_at"],
+        *["ended_at", "ended_by", "workflow_id", "run_id", "updated_at", "temporal_link"],
+    ]
     inlines = [ChatMessageInline]
     actions = ["end_sessions"]
 
@@ -64,35 +58,37 @@ class ChatSessionAdmin(admin.ModelAdmin):
             view = services.session_workflow_view(session)
         except TemporalUnavailable as exc:
             return format_html("<em>Temporal is unreachable, so this shows the stored record only. ({})</em>", exc)
-        except (RPCError, WorkflowQueryFailedError) as exc:
-            return format_html("<em>Temporal could not describe this workflow: {}</em>", exc)
+        except WorkflowUnreadable as exc:
+            return format_html("<em>{}</em>", exc)
         if view.state is None:
-            return view.status
+            return f"workflow {view.status}"
+        # The session's status is shown once, above; this is what only the workflow knows.
         state = view.state
         return format_html(
-            "{} · session {} · {} messages · last message {}",
-            view.status, state.status, state.message_count, state.last_activity_at or "none yet",
-        )  # fmt: skip
+            "workflow {} · {} messages · last message {}",
+            *(view.status, state.message_count, state.last_activity_at or "none yet"),
+        )
 
     @admin.display(description="Temporal")
     def temporal_link(self, session: ChatSession) -> str:
-        url = get_config().workflow_ui_url(session.workflow_id, session.run_id)
-        return format_html('<a href="{}" target="_blank" rel="noopener">open workflow</a>', url)
+        return format_html('<a href="{}" target="_blank" rel="noopener">open workflow</a>', session.temporal_ui_url)
 
-    @admin.action(description="End selected sessions (through their workflows)")
+    @admin.action(description="End selected sessions (through their workflows)", permissions=["end"])
     def end_sessions(self, request: HttpRequest, queryset: QuerySet[ChatSession]) -> None:
         ended = already = 0
         for session in queryset.select_related("user"):
             try:
-                services.session_end(user=session.user, session_id=session.session_id)
+                services.session_end(user=session.user, session_id=session.session_id, by=request.user)
                 ended += 1
-                logger.info("session %s ended from the admin by %s", session.session_id, request.user)
             except SessionEnded:
                 already += 1
             except TemporalUnavailable as exc:
                 self.message_user(request, f"Stopped after {ended} ended: {exc}", messages.ERROR)
                 return
         self.message_user(request, f"Ended {ended} session(s); {already} had already ended.", messages.SUCCESS)
+
+    def has_end_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("chat.end_chatsession")
 
     # Records are the workflow's projection, written by its activities: editing or deleting one here
     # would make it disagree with the workflow, so the admin only reads them (and ends through Temporal).

@@ -1,3 +1,18 @@
+"""The chat app's errors. chatproject.api maps each to its HTTP status; the admin and commands show their messages."""
+
+from temporal_integration.client import TemporalUnavailable
+
+__all__ = [
+    "InvalidMessage",
+    "SessionEnded",
+    "SessionExists",
+    "SessionNotFound",
+    "TemporalUnavailable",
+    "UnknownUser",
+    "WorkflowUnreadable",
+]
+
+
 class SessionExists(Exception):
     """A session with this id was already started."""
 
@@ -21,3 +36,14 @@ class SessionEnded(Exception):
 
 class InvalidMessage(Exception):
     """The workflow refused a message's content."""
+
+
+class UnknownUser(Exception):
+    """A session's workflow names a user the database doesn't have."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"user {user_id} does not exist")
+
+
+class WorkflowUnreadable(Exception):
+    """Temporal answered, but could not describe the session's workflow (e.g. past its retention)."""

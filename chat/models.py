@@ -2,7 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from temporal_integration.types import SessionStatus
+from chat.types import SessionStatus
+from temporal_integration.conf import get_config
 
 
 class ChatSession(models.Model):
@@ -23,14 +24,28 @@ class ChatSession(models.Model):
     started_at = models.DateTimeField(default=timezone.now, help_text="When the session's workflow started.")
     last_activity_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Who ended the session: its owner, or a staff member in the admin. Empty when it timed out.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-started_at"]
         indexes = [models.Index(fields=["user", "-started_at"])]
+        permissions = [("end_chatsession", "Can end chat sessions (through their workflows)")]
 
     def __str__(self) -> str:
         return self.session_id
+
+    @property
+    def temporal_ui_url(self) -> str:
+        """The session's workflow in the Temporal Web UI: its latest run, after any continue-as-new."""
+        return get_config().workflow_ui_url(self.workflow_id)
 
 
 class ChatMessage(models.Model):

@@ -4,9 +4,9 @@ from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from chat.models import ChatMessage, ChatSession
-from temporal_integration.conf import get_config
 
-SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+SESSION_ID_REGEX = "[A-Za-z0-9_-]{1,64}"  # also the URLs' (chat.views)
+SESSION_ID_PATTERN = f"^{SESSION_ID_REGEX}$"
 SESSION_ID_RULE = "must be 1 to 64 letters, digits, '_' or '-'."
 
 
@@ -84,17 +84,14 @@ class StartedSessionSerializer(serializers.Serializer):
 
 
 class SessionSerializer(serializers.ModelSerializer):
-    temporal_ui_url = serializers.SerializerMethodField()
+    temporal_ui_url = serializers.URLField(read_only=True)
 
     class Meta:
         model = ChatSession
         fields = [
-            "session_id", "status", "message_count", "started_at", "last_activity_at", "ended_at",
-            "workflow_id", "temporal_ui_url",
-        ]  # fmt: skip
-
-    def get_temporal_ui_url(self, session: ChatSession) -> str:
-        return get_config().workflow_ui_url(session.workflow_id)
+            *["session_id", "status", "message_count", "started_at", "last_activity_at", "ended_at"],
+            *["workflow_id", "temporal_ui_url"],
+        ]
 
 
 class LiveStateSerializer(serializers.Serializer):
@@ -107,8 +104,10 @@ class LiveStateSerializer(serializers.Serializer):
 
 
 class SessionDetailSerializer(SessionSerializer):
-    live = serializers.SerializerMethodField(help_text="The workflow's own state while the session is open; "
-                                             "null once it has closed or while Temporal can't be asked.")  # fmt: skip
+    live = serializers.SerializerMethodField(
+        help_text="The workflow's own state while the session is open; null once it has closed or while Temporal "
+        "can't be asked."
+    )
 
     class Meta(SessionSerializer.Meta):
         fields = [*SessionSerializer.Meta.fields, "live"]

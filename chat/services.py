@@ -1,56 +1,24 @@
-"""The one door from the chat app to Temporal, and the reads of the session records."""
+"""The chat app's use cases. The web side's go through the gateway to the session's workflow; the worker side's
+(called by chat.activities) write the records that project the workflow into the database."""
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from datetime import datetime
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
 from django.db.models import QuerySet
-from temporalio.client import (
-    Client,
-    WorkflowExecutionStatus,
-    WorkflowHandle,
-    WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.common import (
-    SearchAttributeKey,
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
-from chat.exceptions import InvalidMessage, SessionEnded, SessionExists, SessionNotFound
+from chat import gateway
+from chat.exceptions import SessionExists, SessionNotFound, TemporalUnavailable, UnknownUser, WorkflowUnreadable
+from chat.gateway import SessionGateway, WorkflowView
 from chat.models import ChatMessage, ChatSession
-from temporal_integration.client import TemporalUnavailable, run_on_client
-from temporal_integration.conf import get_config
-from temporal_integration.types import (
-    CLIENT_UPDATE_PREFIX,
-    INVALID_MESSAGE,
-    SESSION_ENDED,
-    ChatMessageData,
-    SessionOptions,
-    SessionState,
-)
-from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
+from chat.types import ChatMessageData, SessionEnd, SessionOptions, SessionState
 
-T = TypeVar("T")
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WorkflowView:
-    """What Temporal says of a session's workflow: its execution status, and the session's state while open."""
-
-    status: str
-    state: SessionState | None
 
 
 @dataclass(frozen=True)
@@ -79,58 +47,20 @@ def session_start(*, user: AbstractBaseUser, session_id: str | None = None) -> S
         session_id = uuid.uuid4().hex
     elif ChatSession.objects.filter(session_id=session_id).exists():
         raise SessionExists(session_id)
-    config = get_config()
     user_id = str(user.pk)
-
-    def start(search_attributes: TypedSearchAttributes | None) -> WorkflowHandle:
-        return run_on_client(
-            lambda client: client.start_workflow(
-                ChatSessionWorkflow.run,
-                # Every parameter, always: the SDK decodes by type hint only when the counts match.
-                args=[user_id, session_id, session_options(), None],
-                id=workflow_id_for(session_id),
-                task_queue=config.task_queue,
-                # Running: FAIL; closed: REJECT_DUPLICATE. Together, a session id is used once.
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                static_summary=f"Chat session {session_id} of user {user_id}",
-                search_attributes=search_attributes,
-                rpc_timeout=config.rpc_timeout,
-            )
-        )
-
-    try:
-        try:
-            handle = start(_user_search_attributes(user_id))
-        except RPCError as exc:
-            # The attribute only helps the Web UI filter; a namespace without it must not cost the session.
-            if exc.status != RPCStatusCode.INVALID_ARGUMENT or "search attribute" not in exc.message.lower():
-                raise
-            logger.warning(
-                "starting session %s without search attribute %s, which namespace %s lacks (%s). Register it: "
-                "temporal operator search-attribute create --name %s --type Keyword",
-                session_id, config.user_search_attribute, config.namespace, exc.message, config.user_search_attribute,
-            )  # fmt: skip
-            handle = start(None)
-    except WorkflowAlreadyStartedError as exc:
-        raise SessionExists(session_id) from exc
-    logger.info("session started session_id=%s user_id=%s workflow_id=%s run_id=%s",
-                session_id, user_id, handle.id, handle.result_run_id)  # fmt: skip
+    started = gateway.call(SessionGateway.start, user_id=user_id, session_id=session_id, options=session_options())
+    logger.info(
+        "session started session_id=%s user_id=%s workflow_id=%s run_id=%s",
+        *(session_id, user_id, started.workflow_id, started.run_id),
+    )
     return StartedSession(
         session_id=session_id,
         user_id=user_id,
-        workflow_id=handle.id,
-        run_id=handle.result_run_id,
+        workflow_id=started.workflow_id,
+        run_id=started.run_id,
         status=ChatSession.Status.ACTIVE,
-        temporal_ui_url=config.workflow_ui_url(handle.id, handle.result_run_id),
+        temporal_ui_url=ChatSession(workflow_id=started.workflow_id).temporal_ui_url,
     )
-
-
-def _user_search_attributes(user_id: str) -> TypedSearchAttributes | None:
-    name = get_config().user_search_attribute
-    if not name:
-        return None
-    return TypedSearchAttributes([SearchAttributePair(SearchAttributeKey.for_keyword(name), user_id)])
 
 
 def sessions_of(*, user: AbstractBaseUser) -> QuerySet[ChatSession]:
@@ -150,23 +80,14 @@ def session_live_state(session: ChatSession) -> SessionState | None:
     if session.status != ChatSession.Status.ACTIVE:
         return None
     try:
-        return _on_handle(session.session_id, lambda handle, timeout: handle.query(
-            ChatSessionWorkflow.get_state, rpc_timeout=timeout))  # fmt: skip
-    except (TemporalUnavailable, RPCError, WorkflowQueryFailedError):
+        return gateway.call(SessionGateway.state, session_id=session.session_id)
+    except (TemporalUnavailable, WorkflowUnreadable, SessionNotFound):
         return None
 
 
 def session_workflow_view(session: ChatSession) -> WorkflowView:
-    """Asks Temporal about the session's workflow; raises TemporalUnavailable (or RPCError) if it can't say."""
-
-    async def view(handle: WorkflowHandle, rpc_timeout: object) -> WorkflowView:
-        described = await handle.describe(rpc_timeout=rpc_timeout)
-        state = None
-        if described.status == WorkflowExecutionStatus.RUNNING:
-            state = await handle.query(ChatSessionWorkflow.get_state, rpc_timeout=rpc_timeout)
-        return WorkflowView(status=described.status.name if described.status else "UNKNOWN", state=state)
-
-    return _on_handle(session.session_id, view)
+    """Asks Temporal about the session's workflow; TemporalUnavailable or WorkflowUnreadable if it can't say."""
+    return gateway.call(SessionGateway.describe, session_id=session.session_id)
 
 
 def messages_of(*, user: AbstractBaseUser, session_id: str) -> QuerySet[ChatMessage]:
@@ -176,71 +97,73 @@ def messages_of(*, user: AbstractBaseUser, session_id: str) -> QuerySet[ChatMess
 def message_post(
     *, user: AbstractBaseUser, session_id: str, content: str, client_message_id: str | None = None
 ) -> ChatMessageData:
-    """Hands the message to the session's workflow, which numbers and stores it.
-
-    With a client_message_id, the post is idempotent: it becomes the update's id, and Temporal answers a
-    repeated update id with the first one's outcome instead of running it again.
-    """
+    """Hands the message to the session's workflow, which numbers and stores it; idempotent with a
+    client_message_id."""
     _require_owner(user=user, session_id=session_id)
-    update_id = f"{CLIENT_UPDATE_PREFIX}{client_message_id}" if client_message_id else None
-    return _update(session_id, lambda handle, timeout: handle.execute_update(
-        ChatSessionWorkflow.post_message, content, id=update_id, rpc_timeout=timeout))  # fmt: skip
+    return gateway.call(
+        SessionGateway.post, session_id=session_id, content=content, client_message_id=client_message_id
+    )
 
 
-def session_end(*, user: AbstractBaseUser, session_id: str) -> SessionState:
-    """Ends the session through its workflow and returns its final state."""
+def session_end(*, user: AbstractBaseUser, session_id: str, by: AbstractBaseUser | None = None) -> SessionState:
+    """Ends the user's session through its workflow and returns its final state. `by` is whoever ends it when
+    that isn't the owner (a staff member in the admin)."""
     _require_owner(user=user, session_id=session_id)
-    final = _update(session_id, lambda handle, timeout: handle.execute_update(
-        ChatSessionWorkflow.end_session, rpc_timeout=timeout))  # fmt: skip
-    logger.info("session ended session_id=%s user_id=%s workflow_id=%s messages=%d",
-                session_id, user.pk, workflow_id_for(session_id), final.message_count)  # fmt: skip
+    by = by or user
+    final = gateway.call(SessionGateway.end, session_id=session_id, ended_by=str(by.pk))
+    logger.info(
+        "session ended session_id=%s user_id=%s ended_by=%s messages=%d",
+        *(session_id, user.pk, by.get_username(), final.message_count),
+    )
     return final
-
-
-def _on_handle(session_id: str, call: Callable[[WorkflowHandle, object], Awaitable[T]]) -> T:
-    timeout = get_config().rpc_timeout
-
-    def on_client(client: Client) -> Awaitable[T]:
-        return call(client.get_workflow_handle(workflow_id_for(session_id)), timeout)
-
-    return run_on_client(on_client)
 
 
 def _require_owner(*, user: AbstractBaseUser, session_id: str) -> None:
     # One read answers both "whose is it?" and "is it recorded yet?": two separate reads would race with the
     # record's first write, and could tell the owner 404 in between.
     owner_id = ChatSession.objects.filter(session_id=session_id).values_list("user_id", flat=True).first()
-    if owner_id is not None:
-        if owner_id != user.pk:
-            raise SessionNotFound(session_id)
-        return
-    # The record is written by the workflow's first activity, a moment after the start: ask the workflow itself.
-    try:
-        state = _on_handle(session_id, lambda handle, timeout: handle.query(
-            ChatSessionWorkflow.get_state, rpc_timeout=timeout))  # fmt: skip
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise SessionNotFound(session_id) from None
-        raise
-    if state.user_id != str(user.pk):
+    if owner_id is None:
+        # The record is written by the workflow's first activity, a moment after the start: ask the workflow.
+        owner_id = gateway.call(SessionGateway.state, session_id=session_id).user_id
+    if str(owner_id) != str(user.pk):
         raise SessionNotFound(session_id)
 
 
-def _update(session_id: str, call: Callable[[WorkflowHandle, object], Awaitable[T]]) -> T:
-    try:
-        return _on_handle(session_id, call)
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        if isinstance(cause, ApplicationError) and cause.type == SESSION_ENDED:
-            raise SessionEnded(session_id) from exc
-        if isinstance(cause, ApplicationError) and cause.type == INVALID_MESSAGE:
-            raise InvalidMessage(cause.message) from exc
-        raise
-    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
-        raise TemporalUnavailable(
-            get_config().address, "not answered in time; a retry with the same client_message_id is safe"
-        ) from exc
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:  # the caller owns it, so the workflow exists but has closed
-            raise SessionEnded(session_id) from exc
-        raise
+# The worker's side: called by chat.activities, each idempotent (Temporal runs an activity at least once, and a
+# retried attempt must leave the database as one attempt would).
+
+
+def session_record_start(
+    *, user_id: str, session_id: str, workflow_id: str, run_id: str, started_at: datetime
+) -> ChatSession:
+    """Writes the session's record; a retried attempt finds the row and never adds a second one."""
+    if not get_user_model().objects.filter(pk=user_id).exists():
+        raise UnknownUser(user_id)
+    session, _ = ChatSession.objects.update_or_create(
+        session_id=session_id,
+        defaults={"user_id": user_id, "workflow_id": workflow_id, "run_id": run_id},
+        create_defaults={"user_id": user_id, "workflow_id": workflow_id, "run_id": run_id, "started_at": started_at},
+    )
+    return session
+
+
+def message_record(*, session_id: str, message: ChatMessageData) -> None:
+    """Stores one message under its sequence number, and moves the session's counters forward."""
+    with transaction.atomic():
+        session = ChatSession.objects.get(session_id=session_id)
+        ChatMessage.objects.get_or_create(
+            session=session,
+            seq=message.seq,
+            defaults={"role": message.role, "content": message.content, "created_at": message.created_at},
+        )
+        # Messages may be stored out of order; the counters only ever move forward.
+        ChatSession.objects.filter(pk=session.pk, message_count__lt=message.seq).update(
+            message_count=message.seq, last_activity_at=message.created_at
+        )
+
+
+def session_record_end(*, end: SessionEnd) -> None:
+    """Records how, when and by whom the session ended."""
+    ChatSession.objects.filter(session_id=end.session_id).update(
+        status=end.status, ended_at=end.ended_at, ended_by_id=end.ended_by
+    )

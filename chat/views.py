@@ -7,6 +7,7 @@ from rest_framework.throttling import BaseThrottle, UserRateThrottle
 
 from chat import services
 from chat.serializers import (
+    SESSION_ID_REGEX,
     ErrorSerializer,
     LiveStateSerializer,
     MessageSerializer,
@@ -35,6 +36,28 @@ NO_PAGE = {"e404": "No such page."}
 BAD_PAGE = {"e400": "page is not a positive integer."}
 TOO_LARGE = {"e413": "The body is larger than API_MAX_BODY_BYTES."}
 UNAVAILABLE = {"e503": "Temporal is unreachable; retry after the Retry-After header's seconds."}
+NOT_JSON = {"e415": "The body is not JSON."}
+
+START_ERRORS = _errors(
+    e400="Malformed JSON, a bad session_id or unknown fields.",
+    e409="This session_id was already used.",
+    e429="Too many sessions started; retry after the Retry-After header's seconds.",
+    **UNAUTHENTICATED,
+    **TOO_LARGE,
+    **NOT_JSON,
+    **UNAVAILABLE,
+)
+POST_MESSAGE_ERRORS = _errors(
+    e400="Empty, too long or not a string.",
+    e409="The session has ended.",
+    e429="Too many messages; retry after the Retry-After header's seconds.",
+    **UNAUTHENTICATED,
+    **NOT_FOUND,
+    **TOO_LARGE,
+    **NOT_JSON,
+    **UNAVAILABLE,
+)
+END_ERRORS = _errors(e409="The session has already ended.", **UNAUTHENTICATED, **NOT_FOUND, **UNAVAILABLE)
 
 
 class SessionStartThrottle(UserRateThrottle):
@@ -49,7 +72,7 @@ class SessionViewSet(viewsets.GenericViewSet):
     """Chat sessions, each one a Temporal workflow."""
 
     lookup_field = "session_id"
-    lookup_value_regex = "[A-Za-z0-9_-]{1,64}"
+    lookup_value_regex = SESSION_ID_REGEX
     serializer_class = SessionSerializer
 
     def get_queryset(self):  # noqa: ANN201
@@ -63,13 +86,7 @@ class SessionViewSet(viewsets.GenericViewSet):
             return [MessagePostThrottle()]
         return []
 
-    @extend_schema(
-        request=StartSessionSerializer,
-        responses={202: StartedSessionSerializer, **_errors(
-            e400="Malformed JSON, a bad session_id or unknown fields.", **UNAUTHENTICATED,
-            e409="This session_id was already used.", **TOO_LARGE, e415="The body is not JSON.",
-            e429="Too many sessions started; retry after the Retry-After header's seconds.", **UNAVAILABLE)},
-    )  # fmt: skip
+    @extend_schema(request=StartSessionSerializer, responses={202: StartedSessionSerializer, **START_ERRORS})
     def create(self, request: Request) -> Response:
         payload = StartSessionSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -94,11 +111,8 @@ class SessionViewSet(viewsets.GenericViewSet):
     @extend_schema(
         methods=["POST"],
         request=PostMessageSerializer,
-        responses={201: MessageSerializer, **_errors(
-            e400="Empty, too long or not a string.", **UNAUTHENTICATED, **NOT_FOUND,
-            e409="The session has ended.", **TOO_LARGE, e415="The body is not JSON.",
-            e429="Too many messages; retry after the Retry-After header's seconds.", **UNAVAILABLE)},
-    )  # fmt: skip
+        responses={201: MessageSerializer, **POST_MESSAGE_ERRORS},
+    )
     @action(detail=True, methods=["get", "post"])
     def messages(self, request: Request, session_id: str) -> Response:
         if request.method == "GET":
@@ -109,11 +123,7 @@ class SessionViewSet(viewsets.GenericViewSet):
         message = services.message_post(user=request.user, session_id=session_id, **payload.validated_data)
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(
-        request=None,
-        responses={200: LiveStateSerializer, **_errors(
-            **UNAUTHENTICATED, **NOT_FOUND, e409="The session has already ended.", **UNAVAILABLE)},
-    )  # fmt: skip
+    @extend_schema(request=None, responses={200: LiveStateSerializer, **END_ERRORS})
     @action(detail=True, methods=["post"])
     def end(self, request: Request, session_id: str) -> Response:
         final = services.session_end(user=request.user, session_id=session_id)

@@ -7,8 +7,14 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from chat.exceptions import InvalidMessage, SessionEnded, SessionExists, SessionNotFound
-from temporal_integration.client import TemporalUnavailable
+from chat.exceptions import (
+    InvalidMessage,
+    SessionEnded,
+    SessionExists,
+    SessionNotFound,
+    TemporalUnavailable,
+    WorkflowUnreadable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +24,7 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     SessionEnded: status.HTTP_409_CONFLICT,
     SessionExists: status.HTTP_409_CONFLICT,
     TemporalUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+    WorkflowUnreadable: status.HTTP_502_BAD_GATEWAY,  # Temporal answered, but refused (configuration, retention)
 }
 RETRY_AFTER_SECONDS = 5
 

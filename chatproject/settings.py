@@ -1,5 +1,10 @@
-"""Settings, read once from the environment (see .env.example for every variable)."""
+"""Settings, read once from the environment (see .env.example for every variable).
 
+A local `.env` (written by `make run` from .env.example) is read first; variables already in the environment win.
+DJANGO_ENV_FILE names another file, or none when empty (production settings and the tests read none).
+"""
+
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -8,10 +13,15 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from chat.types import SessionOptions
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
+ENV_FILE = os.environ.get("DJANGO_ENV_FILE", str(BASE_DIR / ".env"))
+if ENV_FILE and Path(ENV_FILE).is_file():
+    environ.Env.read_env(ENV_FILE, parse_comments=True)
 
 
 def _read(cast: Callable[..., Any], name: str, default: Any) -> Any:
@@ -97,7 +107,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # the log; synchronous stays FULL, so a commit survives a power cut too.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         transaction_mode="IMMEDIATE",
-        timeout=_read(env.float, "SQLITE_BUSY_TIMEOUT", 20),
+        timeout=_read(env.float, "SQLITE_BUSY_TIMEOUT", 20.0),
         init_command="PRAGMA journal_mode=WAL;",
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -166,10 +176,10 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# Chat sessions (passed to each session's workflow as its options)
-CHAT_SESSION_IDLE_TIMEOUT: float = _read(env.float, "CHAT_SESSION_IDLE_TIMEOUT", 30 * 60)
-CHAT_MESSAGE_MAX_LENGTH: int = _read(env.int, "CHAT_MESSAGE_MAX_LENGTH", 4000)
-CHAT_ACTIVITY_TIMEOUT: float = _read(env.float, "CHAT_ACTIVITY_TIMEOUT", 10)
+# Chat sessions (passed to each session's workflow as its options; the defaults are the workflow's own)
+CHAT_SESSION_IDLE_TIMEOUT: float = _read(env.float, "CHAT_SESSION_IDLE_TIMEOUT", SessionOptions.idle_timeout_seconds)
+CHAT_MESSAGE_MAX_LENGTH: int = _read(env.int, "CHAT_MESSAGE_MAX_LENGTH", SessionOptions.max_message_length)
+CHAT_ACTIVITY_TIMEOUT: float = _read(env.float, "CHAT_ACTIVITY_TIMEOUT", SessionOptions.activity_timeout_seconds)
 if min(CHAT_SESSION_IDLE_TIMEOUT, CHAT_MESSAGE_MAX_LENGTH, CHAT_ACTIVITY_TIMEOUT) <= 0:
     raise ImproperlyConfigured(
         "CHAT_SESSION_IDLE_TIMEOUT, CHAT_MESSAGE_MAX_LENGTH and CHAT_ACTIVITY_TIMEOUT must be positive."
@@ -188,6 +198,13 @@ TEMPORAL_RPC_TIMEOUT: float = _read(env.float, "TEMPORAL_RPC_TIMEOUT", 5.0)
 # A Keyword search attribute set to the user id on every session's workflow, so the Web UI can list one
 # user's sessions. Off by default: starting a workflow with an attribute the namespace lacks fails.
 TEMPORAL_USER_SEARCH_ATTRIBUTE: str = env.str("TEMPORAL_USER_SEARCH_ATTRIBUTE", default="")
+# What `manage.py run_temporal_worker` hosts: dotted paths, so another app can add its own.
+TEMPORAL_WORKFLOWS = ["chat.workflows.ChatSessionWorkflow"]
+TEMPORAL_ACTIVITIES = [
+    "chat.activities.log_session_start",
+    "chat.activities.persist_message",
+    "chat.activities.log_session_end",
+]
 
 LOGGING = {
     "version": 1,

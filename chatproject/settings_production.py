@@ -3,7 +3,12 @@
 DJANGO_SETTINGS_MODULE=chatproject.settings_production
 """
 
+import os
+
 from django.core.exceptions import ImproperlyConfigured
+
+# A developer's local .env must not configure production; DJANGO_ENV_FILE=/path reads one on purpose.
+os.environ.setdefault("DJANGO_ENV_FILE", "")
 
 from chatproject.settings import *  # noqa: F403
 from chatproject.settings import ALLOWED_HOSTS, DEBUG, DEV_SECRET_KEY, MIDDLEWARE, SECRET_KEY, STORAGES, _read, env

@@ -1,8 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
+from chatproject import api
 from chatproject.health import healthz
 
 urlpatterns = [
@@ -10,6 +11,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[AllowAny]), name="docs"),
     path("api/", include("chat.urls")),
+    # Any other path under /api/ answers JSON, in DEBUG too (where Django would render its HTML 404 page).
+    re_path(r"^api/", api.not_found),
     path("healthz", healthz, name="healthz"),
 ]
 

@@ -7,19 +7,19 @@ on one dedicated loop thread per process and every call is submitted to that loo
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TypeVar
 
-import temporalio.runtime
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from temporalio.client import Client
-from temporalio.runtime import Runtime, TelemetryConfig
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
-from temporal_integration.conf import TemporalConfig, get_config
+from temporal_integration.conf import CONNECTION_SETTINGS, TemporalConfig, get_config
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,6 +44,13 @@ class TemporalUnavailable(Exception):
         self.address = address
 
 
+def unavailable(exc: RPCError) -> TemporalUnavailable | None:
+    """The TemporalUnavailable an RPC error amounts to, or None when the server answered and refused."""
+    if exc.status in _UNAVAILABLE_STATUSES:
+        return TemporalUnavailable(get_config().address, exc.message)
+    return None
+
+
 async def connect(config: TemporalConfig | None = None, runtime: Runtime | None = None) -> Client:
     """Connects a new client on the running loop; raises TemporalUnavailable if the server can't be reached."""
     config = config or get_config()
@@ -60,65 +67,83 @@ async def connect(config: TemporalConfig | None = None, runtime: Runtime | None 
         raise TemporalUnavailable(config.address, str(exc).split(":", 1)[0]) from exc
 
 
-class _LoopThread:
-    """An event loop running forever on a daemon thread, owning this process's client."""
+class ClientBridge:
+    """An event loop running forever on a daemon thread, the one client connected on it, and its connect state."""
 
-    def __init__(self) -> None:
-        self.pid = os.getpid()
+    def __init__(self, config: TemporalConfig) -> None:
+        self.config = config
         self.loop = asyncio.new_event_loop()
-        self.client: Client | None = None
-        self.connect_lock = threading.Lock()
-        self.last_failure: tuple[float, TemporalUnavailable] | None = None
-        self.thread = threading.Thread(target=self.loop.run_forever, name="temporal-client-loop", daemon=True)
-        self.thread.start()
+        self._client: Client | None = None
+        self._connect_lock = threading.Lock()
+        self._last_failure: tuple[float, TemporalUnavailable] | None = None
+        self._thread = threading.Thread(target=self.loop.run_forever, name="temporal-client-loop", daemon=True)
+        self._thread.start()
 
-    def run(self, coro: Awaitable[T], timeout: float) -> T:
-        if threading.current_thread() is self.thread:
+    @property
+    def backstop_timeout(self) -> float:
+        # Each RPC carries rpc_timeout itself; this only catches a call that never returns.
+        return 2 * self.config.rpc_timeout.total_seconds() + 1
+
+    def client(self) -> Client:
+        """The connected client, connecting on first use; raises TemporalUnavailable if it can't."""
+        # The SDK's connect_timeout doesn't cut short a server that accepts TCP and never answers; this does.
+        timeout = self.config.rpc_timeout.total_seconds() + 1
+        # Waiters outwait the connect under way, then fail fast on its failure rather than start their own.
+        if not self._connect_lock.acquire(timeout=timeout + 1):
+            raise TemporalUnavailable(self.config.address, "another request is still connecting")
+        try:
+            if self._client is None:
+                failure = self._last_failure
+                if failure and time.monotonic() - failure[0] < _FAIL_FAST_SECONDS:
+                    raise TemporalUnavailable(failure[1].address, "a connect failed moments ago")
+                try:
+                    self._client = self._wait(connect(self.config), timeout)
+                except TemporalUnavailable as exc:
+                    self._last_failure = (time.monotonic(), exc)
+                    raise
+                logger.info("connected to Temporal at %s", self.config.address)
+            return self._client
+        finally:
+            self._connect_lock.release()
+
+    def run(self, call: Callable[[Client], Awaitable[T]], *, timeout: float | None = None) -> T:
+        """Runs `call(client)` on the loop and returns its result; RPC errors of an unreachable server become
+        TemporalUnavailable."""
+        client = self.client()
+        try:
+            return self._wait(call(client), timeout or self.backstop_timeout)
+        except RPCError as exc:
+            translated = unavailable(exc)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def _wait(self, coro: Awaitable[T], timeout: float) -> T:
+        if threading.current_thread() is self._thread:
             raise RuntimeError("run_on_client() was called from the client's own loop; await the call instead.")
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
         try:
             return future.result(timeout)
         except FutureTimeout:
             future.cancel()
-            raise TemporalUnavailable(get_config().address, f"no answer within {timeout:g}s") from None
+            raise TemporalUnavailable(self.config.address, f"no answer within {timeout:g}s") from None
+
+    def close_later(self) -> None:
+        """Lets calls already on the loop finish, then stops it and its thread."""
+        self.loop.call_soon_threadsafe(self.loop.call_later, self.backstop_timeout + 1, self.loop.stop)
 
 
-_loop_thread: _LoopThread | None = None
-_loop_thread_lock = threading.Lock()
-_forked = False
-# What a forked child inherited (the parent's loop thread object and SDK runtime) stays referenced: dropping
-# the last reference to a runtime created in another process can hang in the SDK's native code.
-_inherited: list[object] = []
+_bridge: ClientBridge | None = None
+_bridge_lock = threading.Lock()
 
 
-def _after_fork_in_child() -> None:
-    global _forked, _loop_thread_lock
-    _forked = True
-    _loop_thread_lock = threading.Lock()  # a lock held by another thread at fork time would never be released
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _current_loop_thread() -> _LoopThread:
-    global _loop_thread, _forked
-    with _loop_thread_lock:
-        # After a fork (gunicorn with preload, multiprocessing) the child inherits the object but not its thread,
-        # and the SDK's core runtime refuses to work across forks: the child needs a runtime of its own.
-        if _loop_thread is None or _loop_thread.pid != os.getpid():
-            if _forked:
-                # The SDK offers no way to read the default runtime without creating one: peek, don't create.
-                inherited_runtime = getattr(getattr(temporalio.runtime, "_runtime_ref", None), "_default_runtime", None)
-                _inherited.extend(ref for ref in (_loop_thread, inherited_runtime) if ref is not None)
-                Runtime.set_default(Runtime(telemetry=TelemetryConfig()), error_if_already_set=False)
-                _forked = False
-            _loop_thread = _LoopThread()
-        return _loop_thread
-
-
-def _backstop_timeout() -> float:
-    # Each RPC carries rpc_timeout itself; this only catches a call that never returns.
-    return 2 * get_config().rpc_timeout.total_seconds() + 1
+def client_bridge() -> ClientBridge:
+    """This process's bridge, created on first use with the current settings."""
+    global _bridge
+    with _bridge_lock:
+        if _bridge is None:
+            _bridge = ClientBridge(get_config())
+        return _bridge
 
 
 def get_temporal_client() -> Client:
@@ -126,49 +151,28 @@ def get_temporal_client() -> Client:
 
     It is bound to the bridge's loop thread: await its methods there, through `run_on_client`.
     """
-    return _connected(_current_loop_thread())
-
-
-def _connected(loop_thread: _LoopThread) -> Client:
-    # The SDK's connect_timeout doesn't cut short a server that accepts TCP and never answers; this does.
-    timeout = get_config().rpc_timeout.total_seconds() + 1
-    # Waiters outwait the connect under way, then fail fast on its failure rather than start their own.
-    if not loop_thread.connect_lock.acquire(timeout=timeout + 1):
-        raise TemporalUnavailable(get_config().address, "another request is still connecting")
-    try:
-        if loop_thread.client is None:
-            failure = loop_thread.last_failure
-            if failure and time.monotonic() - failure[0] < _FAIL_FAST_SECONDS:
-                raise TemporalUnavailable(failure[1].address, "a connect failed moments ago")
-            try:
-                loop_thread.client = loop_thread.run(connect(), timeout=timeout)
-            except TemporalUnavailable as exc:
-                loop_thread.last_failure = (time.monotonic(), exc)
-                raise
-            logger.info("connected to Temporal at %s", get_config().address)
-        return loop_thread.client
-    finally:
-        loop_thread.connect_lock.release()
+    return client_bridge().client()
 
 
 def run_on_client(call: Callable[[Client], Awaitable[T]], *, timeout: float | None = None) -> T:
     """Runs `call(client)` on the client's loop and returns its result; for sync code such as views."""
-    loop_thread = _current_loop_thread()  # once: a reset meanwhile must not pair this client with another loop
-    client = _connected(loop_thread)
-    try:
-        return loop_thread.run(call(client), timeout or _backstop_timeout())
-    except RPCError as exc:
-        if exc.status in _UNAVAILABLE_STATUSES:
-            raise TemporalUnavailable(get_config().address, exc.message) from exc
-        raise
+    return client_bridge().run(call, timeout=timeout)
 
 
 def reset_temporal_client() -> None:
     """Forgets the client, so the next call connects anew with the current settings (tests, reconfiguration)."""
-    global _loop_thread
-    with _loop_thread_lock:
-        old, _loop_thread = _loop_thread, None
+    global _bridge
+    with _bridge_lock:
+        old, _bridge = _bridge, None
         get_config.cache_clear()
-    if old is not None and old.pid == os.getpid():
-        # Calls already on the old loop finish there; then the loop and its thread go.
-        old.loop.call_soon_threadsafe(old.loop.call_later, _backstop_timeout() + 1, old.loop.stop)
+    if old is not None:
+        old.close_later()
+
+
+@receiver(setting_changed)
+def _follow_settings(*, setting: str, **kwargs: object) -> None:
+    # Tests (override_settings, pytest-django's `settings`) and reconfiguration take effect at the next call.
+    if setting in CONNECTION_SETTINGS:
+        reset_temporal_client()
+    elif setting.startswith("TEMPORAL_"):
+        get_config.cache_clear()

@@ -1,4 +1,4 @@
-"""The Temporal connection settings, read once from Django settings into one frozen value."""
+"""The Temporal settings, read once from Django settings into one frozen value."""
 
 from dataclasses import dataclass
 from datetime import timedelta
@@ -8,6 +8,11 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from temporalio.service import TLSConfig
+
+# Settings whose change needs a new connection (the rest only need the config read again).
+CONNECTION_SETTINGS = frozenset(
+    f"TEMPORAL_{name}" for name in ["ADDRESS", "NAMESPACE", "API_KEY", "RPC_TIMEOUT", "TLS_CERT", "TLS_KEY", "TLS_CA"]
+)
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,9 @@ class TemporalConfig:
     ui_url: str
     rpc_timeout: timedelta
     user_search_attribute: str | None = None
+    # What the worker hosts: dotted paths of workflow classes and activity functions, as settings name them.
+    workflows: tuple[str, ...] = ()
+    activities: tuple[str, ...] = ()
 
     @property
     def tls(self) -> TLSConfig | bool:
@@ -32,9 +40,9 @@ class TemporalConfig:
         # Temporal Cloud's API keys only travel over TLS.
         return bool(self.api_key or self.tls_ca)
 
-    def workflow_ui_url(self, workflow_id: str, run_id: str | None = None) -> str:
-        url = f"{self.ui_url}/namespaces/{self.namespace}/workflows/{workflow_id}"
-        return f"{url}/{run_id}/history" if run_id else url
+    def workflow_ui_url(self, workflow_id: str) -> str:
+        """The workflow in the Web UI: its latest run."""
+        return f"{self.ui_url}/namespaces/{self.namespace}/workflows/{workflow_id}"
 
 
 def _read_pem(setting: str) -> bytes | None:
@@ -67,4 +75,6 @@ def get_config() -> TemporalConfig:
         ui_url=settings.TEMPORAL_UI_URL.rstrip("/"),
         rpc_timeout=timedelta(seconds=settings.TEMPORAL_RPC_TIMEOUT),
         user_search_attribute=settings.TEMPORAL_USER_SEARCH_ATTRIBUTE or None,
+        workflows=tuple(settings.TEMPORAL_WORKFLOWS),
+        activities=tuple(settings.TEMPORAL_ACTIVITIES),
     )

@@ -1,29 +1,77 @@
-"""Builds and runs the worker that hosts the chat workflows and activities."""
+"""Builds and runs the worker that hosts the workflows and activities that settings name."""
 
 import asyncio
+import dataclasses
+import functools
+import inspect
 import logging
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+from django.db import close_old_connections
+from django.utils.module_loading import import_string
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
-from temporalio.worker import Worker
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    Worker,
+)
 
-from temporal_integration.activities import log_session_end, log_session_start, persist_message
 from temporal_integration.client import TemporalUnavailable, connect
 from temporal_integration.conf import get_config
-from temporal_integration.workflows import ChatSessionWorkflow
 
 logger = logging.getLogger(__name__)
 
-WORKFLOWS = [ChatSessionWorkflow]
-ACTIVITIES = [log_session_start, persist_message, log_session_end]
+
+def hosted(setting: str, paths: tuple[str, ...]) -> list[Any]:
+    """Imports what a setting names (dotted paths); a wrong path fails start-up naming the setting."""
+    if not paths:
+        raise ImproperlyConfigured(f"{setting} names nothing for the worker to host.")
+    try:
+        return [import_string(path) for path in paths]
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"{setting}: {exc}") from exc
+
+
+class DjangoConnections(Interceptor):
+    """Gives sync activities Django's connection hygiene around each attempt.
+
+    Activity threads live outside Django's request cycle: nothing else closes their expired connections, and a
+    connection broken by a database restart would otherwise fail every later attempt on that thread.
+    """
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _DjangoConnectionsInbound(next)
+
+
+class _DjangoConnectionsInbound(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        if input.executor is not None and not inspect.iscoroutinefunction(input.fn):
+            input = dataclasses.replace(input, fn=_with_fresh_connections(input.fn))
+        return await super().execute_activity(input)
+
+
+def _with_fresh_connections(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def run(*args: Any) -> Any:
+        close_old_connections()
+        try:
+            return fn(*args)
+        finally:
+            close_old_connections()
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -38,13 +86,25 @@ class WorkerOptions:
     metrics_port: int | None = None  # serve the SDK's Prometheus metrics on 0.0.0.0:<port>/metrics
 
 
-def build_worker(client: Client, options: WorkerOptions, executor: ThreadPoolExecutor) -> Worker:
+@dataclass(frozen=True)
+class Hosted:
+    workflows: list[type]
+    activities: list[Callable[..., Any]]
+
+    @classmethod
+    def from_settings(cls) -> "Hosted":
+        config = get_config()
+        return cls(hosted("TEMPORAL_WORKFLOWS", config.workflows), hosted("TEMPORAL_ACTIVITIES", config.activities))
+
+
+def build_worker(client: Client, options: WorkerOptions, hosting: Hosted, executor: ThreadPoolExecutor) -> Worker:
     return Worker(
         client,
         task_queue=options.task_queue,
-        workflows=WORKFLOWS,
-        activities=ACTIVITIES,
-        # The activities are sync (the ORM is), so they run on threads; one thread per activity slot.
+        workflows=hosting.workflows,
+        activities=hosting.activities,
+        interceptors=[DjangoConnections()],
+        # Sync activities (the ORM is sync) run on these threads; one thread per activity slot.
         activity_executor=executor,
         max_concurrent_activities=options.max_concurrent_activities,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
@@ -103,6 +163,7 @@ async def ensure_search_attribute(client: Client) -> None:
 
 async def run_worker(options: WorkerOptions, stop: asyncio.Event) -> None:
     """Runs the worker until `stop` is set, then drains in-flight tasks within the grace period."""
+    hosting = Hosted.from_settings()  # a wrong dotted path fails before any connect
     runtime = _runtime(options)
     if runtime:
         logger.info("Prometheus metrics on http://0.0.0.0:%d/metrics", options.metrics_port)
@@ -111,7 +172,7 @@ async def run_worker(options: WorkerOptions, stop: asyncio.Event) -> None:
         return
     await ensure_search_attribute(client)
     with ThreadPoolExecutor(options.max_concurrent_activities, thread_name_prefix="activity") as executor:
-        worker = build_worker(client, options, executor)
+        worker = build_worker(client, options, hosting, executor)
         running = asyncio.create_task(worker.run())
         stopping = asyncio.create_task(stop.wait())
         logger.info("worker polling task queue %r on %s", options.task_queue, client.service_client.config.target_host)

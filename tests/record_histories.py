@@ -5,6 +5,7 @@ beside the old ones: the replay test then holds every later change to both the o
 """
 
 import asyncio
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -12,8 +13,8 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from temporal_integration.types import SessionOptions
-from temporal_integration.workflows import ChatSessionWorkflow
+from chat.types import SessionOptions
+from chat.workflows import ChatSessionWorkflow
 from tests.test_workflows import FakeDatabase, run_ids, session
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -34,7 +35,7 @@ async def record(client: Client) -> None:
         for text in ["hello", "how are you?", "bye"]:
             await handle.execute_update(ChatSessionWorkflow.post_message, text)
         await handle.query(ChatSessionWorkflow.get_state)
-        await handle.execute_update(ChatSessionWorkflow.end_session)
+        await handle.execute_update(ChatSessionWorkflow.end_session, "7")  # ended by its owner, named
         await handle.result()
         await save(client, "messages-then-end", handle)
 
@@ -68,3 +69,5 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    sys.stdout.flush()
+    os._exit(0)  # past interpreter finalization, where the SDK's native threads can abort the process (sdk-python#300)

@@ -2,7 +2,11 @@
 
 import os
 
+os.environ.setdefault("DJANGO_ENV_FILE", "")  # a developer's .env (DEBUG on, say) must not change the tests
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key")
+# Nothing listens here: a test reaches Temporal only through a server fixture (tests/conftest.py), never a
+# developer's `make run` server on the default address.
+os.environ.setdefault("TEMPORAL_ADDRESS", "127.0.0.1:9")
 # Tests start many sessions as one user; the throttling test sets its own rates.
 os.environ.setdefault("CHAT_THROTTLE_SESSION_START", "100000/min")
 os.environ.setdefault("CHAT_THROTTLE_MESSAGE_POST", "100000/min")

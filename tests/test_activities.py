@@ -5,8 +5,8 @@ from django.contrib.auth import get_user_model
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from chat.activities import log_session_start
 from chat.models import ChatSession
-from temporal_integration.activities import log_session_start
 
 pytestmark = pytest.mark.django_db(transaction=True)  # activities run in autocommit, outside any test transaction
 

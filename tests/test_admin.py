@@ -2,6 +2,7 @@
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
 from chat.models import ChatSession
@@ -53,7 +54,8 @@ def test_the_detail_page_shows_the_live_workflow_state(owner, staff, worker):
 
     html = staff.get(f"{CHANGELIST}{session.pk}/change/").content.decode()
 
-    assert "RUNNING · session active · 3 messages" in html
+    assert "workflow RUNNING · 3 messages" in html
+    assert html.count(">Active</span>") == 1  # the status, once
     assert "m2" in html  # the inline messages
 
 
@@ -78,3 +80,39 @@ def test_the_end_action_ends_the_selected_sessions_through_their_workflows(owner
     assert "Ended 1 session(s); 1 had already ended." in response.content.decode()
     wait_for(lambda: not ChatSession.objects.filter(status="active").exists(), what="both records to show the end")
     assert owner.post("/api/sessions/end-0/messages/", {"content": "hi"}, format="json").status_code == 409
+
+
+def test_ending_from_the_admin_records_and_logs_the_staff_member_who_did_it(owner, staff, worker, caplog):
+    session = started(owner, "ended-by-staff")
+
+    staff.post(CHANGELIST, {"action": "end_sessions", "_selected_action": [session.pk]})
+
+    record = wait_for(lambda: ChatSession.objects.filter(pk=session.pk, status="ended").first(), what="the end")
+    assert record.ended_by.username == "ops"
+    assert "session ended session_id=ended-by-staff user_id=" in caplog.text
+    assert "ended_by=ops" in caplog.text
+
+
+@pytest.fixture
+def viewer(client):
+    """A staff member who may only view sessions."""
+    user = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_chatsession"))
+    client.force_login(user)
+    return client
+
+
+def test_a_view_only_staff_member_neither_sees_nor_can_post_the_end_action(owner, viewer, worker):
+    session = started(owner, "not-yours-to-end")
+
+    page = viewer.get(CHANGELIST).content.decode()
+    posted = viewer.post(CHANGELIST, {"action": "end_sessions", "_selected_action": [session.pk]}, follow=True)
+
+    assert "not-yours-to-end" in page
+    assert "end_sessions" not in page
+    assert posted.status_code == 200
+    assert (
+        owner.post("/api/sessions/not-yours-to-end/messages/", {"content": "still open"}, format="json").status_code
+        == 201
+    )
+    assert ChatSession.objects.get(pk=session.pk).status == "active"

@@ -6,7 +6,6 @@ import pytest
 from rest_framework.test import APIClient
 
 from chat.models import ChatMessage, ChatSession
-from temporal_integration.conf import get_config
 from tests.conftest import free_port, token_client, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -146,7 +145,7 @@ def test_another_users_fresh_session_is_404_before_its_record_exists(alice, bob,
     assert post(bob, session_id, "let me in").status_code == 404
 
 
-def test_an_unknown_session_is_404(alice):
+def test_an_unknown_session_is_404(alice, dev_server):
     assert alice.get("/api/sessions/nope/").status_code == 404
     assert post(alice, "nope", "hi").status_code == 404
     assert alice.post("/api/sessions/nope/end/").status_code == 404
@@ -188,7 +187,7 @@ def test_detail_while_temporal_is_unreachable_shows_the_record_without_live_stat
     assert (response.json()["status"], response.json()["live"]) == ("active", None)
 
 
-def test_healthz_reports_each_dependency(client, temporal_address):
+def test_healthz_reports_each_dependency(client, dev_server, temporal_address):
     healthy = client.get("/healthz")
     assert healthy.status_code == 200
     assert healthy.json() == {"status": "ok", "database": "ok", "temporal": "ok"}
@@ -239,14 +238,12 @@ def test_a_retried_post_with_the_same_client_message_id_is_stored_once(alice, wo
     assert list(ChatMessage.objects.values_list("seq", flat=True).order_by("seq")) == [1, 2]
 
 
-def test_a_post_to_a_fresh_session_whose_worker_is_not_up_answers_503_not_500(alice, settings):
+def test_a_post_to_a_fresh_session_whose_worker_is_not_up_answers_503_not_500(alice, dev_server, settings):
     settings.TEMPORAL_TASK_QUEUE = f"nobody-polls-{uuid.uuid4()}"  # no worker: the ownership query can't be answered
     settings.TEMPORAL_RPC_TIMEOUT = 1
-    get_config.cache_clear()
     session_id = start(alice, "no-worker")
 
     response = post(alice, session_id, "hello?")
 
     assert response.status_code == 503
     assert "is unavailable" in response.json()["detail"]
-    get_config.cache_clear()

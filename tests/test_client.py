@@ -1,6 +1,5 @@
 """The sync bridge to the process's one Temporal client."""
 
-import multiprocessing
 import socket
 import threading
 import uuid
@@ -13,7 +12,7 @@ from temporal_integration.client import TemporalUnavailable, get_temporal_client
 from tests.conftest import free_port
 
 
-def test_every_thread_gets_the_same_client():
+def test_every_thread_gets_the_same_client(dev_server):
     barrier = threading.Barrier(8)
 
     def get() -> object:
@@ -44,22 +43,6 @@ def test_many_threads_start_workflows_through_the_bridge_at_once(dev_server):
     assert ids == [f"bridge-{task_queue}-{n}" for n in range(32)]
     described = run_on_client(lambda client: client.get_workflow_handle(ids[-1]).describe())
     assert described.task_queue == task_queue
-
-
-def _count_in_child(queue: multiprocessing.Queue) -> None:
-    queue.put(run_on_client(lambda client: client.count_workflows()).count)
-
-
-def test_a_forked_child_connects_its_own_client():
-    parent_count = run_on_client(lambda client: client.count_workflows()).count
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_count_in_child, args=(queue,))
-    child.start()
-    child.join(30)
-
-    assert child.exitcode == 0
-    assert queue.get(timeout=5) >= parent_count
 
 
 def test_an_unreachable_server_raises_temporal_unavailable(temporal_address):

@@ -22,8 +22,7 @@ from rest_framework.test import APIClient
 from temporalio.client import Client
 
 from chat.models import ChatMessage, ChatSession
-from temporal_integration.conf import get_config
-from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
+from chat.workflows import ChatSessionWorkflow, workflow_id_for
 from tests.conftest import DevServer, WebServer, WorkerProcess, app_env, database_url, free_port, token_client, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
@@ -35,9 +34,7 @@ def queue(settings) -> str:
     """A task queue of the test's own for the API's sessions, with short activity timeouts."""
     settings.TEMPORAL_TASK_QUEUE = f"test-{uuid.uuid4()}"
     settings.CHAT_ACTIVITY_TIMEOUT = ACTIVITY_TIMEOUT
-    get_config.cache_clear()
-    yield settings.TEMPORAL_TASK_QUEUE
-    get_config.cache_clear()
+    return settings.TEMPORAL_TASK_QUEUE
 
 
 @pytest.fixture
@@ -162,7 +159,7 @@ def test_a_worker_killed_during_persist_message_is_replaced_and_the_message_stor
     assert "persist_message session_id=crash-message seq=1 attempt=2" in second.output()
 
 
-def test_a_restarted_temporal_server_keeps_open_sessions(api, queue, temporal_address, tmp_path):
+def test_a_restarted_temporal_server_keeps_open_sessions(api, queue, temporal_address, settings, tmp_path):
     port = free_port()
     server = DevServer(port=port, db_filename=str(tmp_path / "temporal.db")).wait_ready()
     temporal_address(server.address)
@@ -180,7 +177,7 @@ def test_a_restarted_temporal_server_keeps_open_sessions(api, queue, temporal_ad
 
         assert down.status_code == 503, down.content
         assert down["Retry-After"] == "5"
-        assert waited < 3 * get_config().rpc_timeout.total_seconds()  # bounded, not hanging: a deadline, not a timing
+        assert waited < 3 * settings.TEMPORAL_RPC_TIMEOUT  # bounded, not hanging: a deadline, not a timing
         assert (health.status_code, health.json()["database"]) == (503, "ok")
         assert health.json()["temporal"].startswith("unavailable")
 

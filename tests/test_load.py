@@ -15,7 +15,7 @@ from rest_framework.authtoken.models import Token
 from temporalio.client import Client
 
 from chat.models import ChatMessage, ChatSession
-from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
+from chat.workflows import ChatSessionWorkflow, workflow_id_for
 from tests.conftest import WebServer, WorkerProcess, app_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]

@@ -7,7 +7,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from temporal_integration.workflows import ChatSessionWorkflow
+from chat.workflows import ChatSessionWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

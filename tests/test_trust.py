@@ -78,10 +78,15 @@ def test_a_huge_body_answers_413_and_starts_nothing(api):
         "/api/sessions/..%2F..%2Fetc%2Fpasswd/",
         "/api/sessions/%00/messages/",
         "/api/sessions/" + "x" * 65 + "/",
+        "/api/sessions/%C2%84/",
         "/api/nothing-here/",
+        "/api/sessions",
     ],
 )
-def test_odd_paths_answer_a_json_404(api, path):
+@pytest.mark.parametrize("debug", [False, True], ids=["production", "debug"])
+def test_odd_paths_answer_a_json_404(api, path, debug, settings):
+    settings.DEBUG = debug  # where Django would otherwise answer its HTML 404 page
+
     response = api.get(path)
 
     assert response.status_code == 404

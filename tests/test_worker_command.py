@@ -10,8 +10,8 @@ from django.contrib.auth import get_user_model
 from temporalio.client import Client
 
 from chat.models import ChatSession
-from temporal_integration.types import SessionState
-from temporal_integration.workflows import ChatSessionWorkflow, workflow_id_for
+from chat.types import SessionState
+from chat.workflows import ChatSessionWorkflow, workflow_id_for
 from tests.conftest import DevServer, WorkerProcess, free_port, temporal_cli, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -2,16 +2,20 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from temporal_integration.client import TemporalUnavailable
 from temporal_integration.conf import get_config
 from temporal_integration.worker import WorkerOptions, run
 
+DEFAULTS = WorkerOptions(task_queue="")
 
-def _positive(cast: type, *, zero: bool = False) -> "callable":
+
+def _positive(cast: type, *, zero: bool = False) -> Callable[[str], float]:
     def parse(value: str) -> float:
         number = cast(value)
         if number < 0 or (number == 0 and not zero):
@@ -22,45 +26,48 @@ def _positive(cast: type, *, zero: bool = False) -> "callable":
 
 
 class Command(BaseCommand):
-    help = "Runs the Temporal worker for chat sessions; SIGINT or SIGTERM drains it and exits 0."
+    help = (
+        "Runs a Temporal worker hosting the workflows and activities named by TEMPORAL_WORKFLOWS and "
+        "TEMPORAL_ACTIVITIES; SIGINT or SIGTERM drains it and exits 0."
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--task-queue", help="Task queue to poll (default: TEMPORAL_TASK_QUEUE).")
         parser.add_argument(
             "--max-concurrent-activities",
             type=_positive(int),
-            default=20,
-            help="Activities run at once, each on its own thread and DB connection (default 20).",
+            default=DEFAULTS.max_concurrent_activities,
+            help="Activities run at once, each on its own thread and DB connection (default %(default)s).",
         )
         parser.add_argument(
             "--max-concurrent-workflow-tasks",
             type=_positive(int),
-            default=100,
-            help="Workflow tasks processed at once (default 100).",
+            default=DEFAULTS.max_concurrent_workflow_tasks,
+            help="Workflow tasks processed at once (default %(default)s).",
         )
         parser.add_argument(
             "--max-cached-workflows",
             type=_positive(int, zero=True),
-            default=1000,
-            help="Sessions kept in memory between their turns; bounds the worker's memory (default 1000, "
-            "about 120 KB each; 0 replays every turn from history).",
+            default=DEFAULTS.max_cached_workflows,
+            help="Workflows kept in memory between their tasks; bounds the worker's memory (default %(default)s, "
+            "about 120 KB each for a chat session; 0 replays every task from history).",
         )
         parser.add_argument(
             "--graceful-shutdown-timeout",
             type=_positive(float),
-            default=10.0,
-            help="Seconds in-flight activities get to finish on shutdown (default 10).",
+            default=DEFAULTS.graceful_shutdown_timeout.total_seconds(),
+            help="Seconds in-flight activities get to finish on shutdown (default %(default)g).",
         )
         parser.add_argument(
             "--connect-timeout",
             type=_positive(float),
-            default=None,
+            default=DEFAULTS.connect_timeout,
             help="Give up after this many seconds without a server (default: keep waiting).",
         )
         parser.add_argument(
             "--metrics-port",
             type=_positive(int),
-            default=None,
+            default=DEFAULTS.metrics_port,
             help="Serve the SDK's Prometheus metrics on this port at /metrics (default: off).",
         )
 
@@ -78,6 +85,8 @@ class Command(BaseCommand):
             run(worker_options)
         except TemporalUnavailable as exc:
             raise CommandError(f"{exc} Start it with `make temporal`, or set TEMPORAL_ADDRESS.") from exc
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
 
     def run_from_argv(self, argv: list[str]) -> None:
         # As a process of its own, leave without interpreter finalization, whatever the exit code: the SDK's

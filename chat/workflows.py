@@ -1,4 +1,7 @@
-"""Workflow definitions. Deterministic code only: no Django, no I/O, no clocks outside `workflow.*`."""
+"""The session workflow. Deterministic code only: no Django, no I/O, no clocks outside `workflow.*`.
+
+Activities are called by name: their module needs Django, which must not enter the workflow sandbox.
+"""
 
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -9,8 +12,7 @@ from temporalio.converter import value_to_type
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_integration.activities import log_session_end, log_session_start, persist_message
-    from temporal_integration.types import (
+    from chat.types import (
         CLIENT_UPDATE_PREFIX,
         INVALID_MESSAGE,
         SESSION_ENDED,
@@ -74,7 +76,7 @@ class ChatSessionWorkflow:
     ) -> SessionState:
         if not self.start_logged:
             await workflow.execute_activity(
-                log_session_start, args=[user_id, session_id, self.started_at], **self._db()
+                "log_session_start", args=[user_id, session_id, self.started_at], **self._db()
             )
             self.start_logged = True
         self._show()
@@ -117,7 +119,7 @@ class ChatSessionWorkflow:
         self.persisting += 1
         try:
             await workflow.wait_condition(lambda: self.start_logged)
-            await workflow.execute_activity(persist_message, args=[self.session_id, message], **self._db())
+            await workflow.execute_activity("persist_message", args=[self.session_id, message], **self._db())
         finally:
             self.persisting -= 1
         if key:
@@ -140,12 +142,13 @@ class ChatSessionWorkflow:
             )
 
     @workflow.update
-    async def end_session(self) -> SessionState:
-        await self._close(SessionStatus.ENDED)
+    async def end_session(self, ended_by: str | None = None) -> SessionState:
+        """Ends the session; `ended_by` is the user id of whoever ended it (the owner, or a staff member)."""
+        await self._close(SessionStatus.ENDED, ended_by)
         return self.state()
 
     @end_session.validator
-    def _validate_end_session(self) -> None:
+    def _validate_end_session(self, ended_by: str | None = None) -> None:
         self._require_active()
 
     @workflow.query
@@ -168,15 +171,15 @@ class ChatSessionWorkflow:
         if self.status != SessionStatus.ACTIVE:
             raise ApplicationError(f"Session {self.session_id!r} has {self.status.value}.", type=SESSION_ENDED)
 
-    async def _close(self, status: SessionStatus) -> None:
+    async def _close(self, status: SessionStatus, ended_by: str | None = None) -> None:
         self.status = status
         self.ended_at = workflow.now()
         self._show()
         # Messages already accepted are stored before the end is, so the record never counts a missing message.
         await workflow.wait_condition(lambda: self.persisting == 0)
         await workflow.wait_condition(lambda: self.start_logged)
-        end = SessionEnd(self.session_id, status, self.ended_at, self.message_count)
-        await workflow.execute_activity(log_session_end, end, **self._db())
+        end = SessionEnd(self.session_id, status, self.ended_at, self.message_count, ended_by)
+        await workflow.execute_activity("log_session_end", end, **self._db())
 
     def _db(self) -> dict:
         return {

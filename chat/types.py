@@ -1,6 +1,6 @@
 """Values that cross the workflow boundary: workflow inputs, update results, activity arguments.
 
-Plain dataclasses and no Django, so the workflow sandbox can import them.
+Plain dataclasses and no Django, so the workflow sandbox can import them; the settings read their defaults.
 """
 
 from dataclasses import dataclass, field
@@ -25,11 +25,11 @@ CLIENT_UPDATE_PREFIX = "message-"
 
 @dataclass(frozen=True)
 class SessionOptions:
-    idle_timeout_seconds: float = 30 * 60
+    idle_timeout_seconds: float = 30 * 60.0
     max_message_length: int = 4000
     # Start-to-close timeout of each database activity: how long Temporal waits before retrying an attempt
     # whose worker died. Database writes take milliseconds; this bounds recovery from a crashed worker.
-    activity_timeout_seconds: float = 10
+    activity_timeout_seconds: float = 10.0
     # Continue-as-new after this many messages in one run, besides whenever Temporal suggests it.
     # None leaves it to Temporal; tests set it low to force continue-as-new.
     max_messages_per_run: int | None = None
@@ -79,3 +79,4 @@ class SessionEnd:
     status: SessionStatus
     ended_at: datetime
     message_count: int
+    ended_by: str | None = None  # the user id of whoever ended it; None when it timed out

@@ -1,0 +1,82 @@
+"""The project's shape, as docs/ and README describe it: which package may import which, and documented defaults
+that are the code's own."""
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_temporal_integration_imports_nothing_from_chat():
+    offending = {
+        str(path.relative_to(ROOT)): sorted(m for m in imported_modules(path) if m.split(".")[0] == "chat")
+        for path in (ROOT / "temporal_integration").rglob("*.py")
+    }
+
+    assert {path: modules for path, modules in offending.items() if modules} == {}
+
+
+@pytest.mark.parametrize("module", ["admin", "serializers", "views"])
+def test_the_chat_edges_import_nothing_from_temporal(module):
+    modules = imported_modules(ROOT / "chat" / f"{module}.py")
+
+    assert sorted(m for m in modules if m.split(".")[0] in ("temporalio", "temporal_integration")) == []
+
+
+SETTINGS_DUMP = (
+    "import json, django; django.setup(); from django.conf import settings; "
+    "print(json.dumps({k: repr(getattr(settings, k)) for k in dir(settings) if k.isupper()}))"
+)
+# Documented relative to the project directory, where the code holds absolute paths.
+PATH_VALUED = {"DATABASE_URL", "DJANGO_STATIC_ROOT", "DJANGO_ENV_FILE"}
+
+
+def settings_with(env: dict[str, str], *, debug: bool = True) -> dict[str, str]:
+    """Every setting as a fresh process reads it, with nothing of ours in the environment but `env`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "TEMPORAL_", "CHAT_", "DATABASE_"))}
+    base = {**clean, "DJANGO_SETTINGS_MODULE": "chatproject.settings", "DJANGO_ENV_FILE": ""}
+    if debug:
+        base["DJANGO_DEBUG"] = "true"
+    out = subprocess.run(
+        [sys.executable, "-c", SETTINGS_DUMP], env={**base, **env}, cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_env_example_documents_the_defaults_the_code_has():
+    documented = {
+        name: value
+        for name, value in re.findall(r"^# ([A-Z][A-Z0-9_]+)=(\S*)", (ROOT / ".env.example").read_text(), re.M)
+        if name not in PATH_VALUED
+    }
+    assert len(documented) >= 20
+
+    assert settings_with(documented) == settings_with({})
+
+
+def test_a_local_env_file_configures_manage_py_in_any_shell(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("DJANGO_DEBUG=true\nCHAT_MESSAGE_MAX_LENGTH=123  # a comment\n")
+
+    read = settings_with({"DJANGO_ENV_FILE": str(env_file)}, debug=False)
+
+    assert (read["DEBUG"], read["CHAT_MESSAGE_MAX_LENGTH"]) == ("True", "123")
