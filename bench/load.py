@@ -94,27 +94,25 @@ class Load:
             if all(spent[k] < 0.025 for k in ("worker", "raw worker", "temporal")):
                 return
 
-    async def post(self, url: str, body: dict) -> tuple[int, str, bool]:
-        """One POST: (status, body, retried); retried once if the connection broke before an answer (an error)."""
+    async def post(self, url: str, body: dict) -> tuple[int, str]:
+        """One POST: (status, body); retried once if the connection broke before an answer (counted as an error)."""
 
         async def once() -> tuple[int, str]:
             async with self.http.post(url, json=body) as response:
                 return response.status, await response.text()
 
         try:
-            return *await once(), False
+            return await once()
         except aiohttp.ClientConnectionError as exc:
             self.results.error(f"{type(exc).__name__} on {url.split('/')[-2]} POST, retried")
-            return *await once(), True
+            return await once()
 
-    async def api_start(self, session_id: str | None = None) -> str:
-        """POST /api/sessions/; without a session id, as the README's clients do, the server generates one."""
-        status, text, retried = await self.post("/api/sessions/", {"session_id": session_id} if session_id else {})
-        if retried and status == 409 and session_id:  # the first try had landed
-            status = 202
+    async def api_start(self) -> str:
+        """POST /api/sessions/ with no session id, as the README's clients do: the server generates one."""
+        status, text = await self.post("/api/sessions/", {})
         if status != 202:
             self.results.error(f"POST /api/sessions/ answered {status}")
-            raise RuntimeError(f"start {session_id}: {status} {text[:200]}")
+            raise RuntimeError(f"start: {status} {text[:200]}")
         session_id = json.loads(text)["session_id"]
         self.rows["api"] += 1
         self.open["api"].append(session_id)
@@ -141,7 +139,7 @@ class Load:
         return handle
 
     async def api_message(self, session_id: str, n: int) -> None:
-        status, text, _ = await self.post(f"/api/sessions/{session_id}/messages/", {"content": f"message {n}"})
+        status, text = await self.post(f"/api/sessions/{session_id}/messages/", {"content": f"message {n}"})
         if status != 201:
             self.results.error(f"POST messages answered {status}")
             raise RuntimeError(f"message to {session_id}: {status} {text[:200]}")

@@ -22,7 +22,13 @@ from bench.procs import TEMPORAL_CLI, Rig, WebServer, log
 from bench.results import Config, Results
 
 
-async def measure(load: Load, config: Config) -> None:
+async def measure(rig: Rig, web: WebServer, config: Config, results: Results) -> None:
+    async with Load(rig, web, results) as load:
+        await measure_phases(load, config)
+        connections.connect_cost(load)
+
+
+async def measure_phases(load: Load, config: Config) -> None:
     scale = Scale(load, config)
     # The lowest scale level first, on the fresh worker; the higher ones last, keeping the sessions the phases in
     # between left open (so fewer have to be started for them).
@@ -43,12 +49,6 @@ async def measure(load: Load, config: Config) -> None:
         load.results.timings[name] = time.monotonic() - t0
         load.rig.check_alive()
         load.web.check_alive()
-
-
-async def measure_all(rig: Rig, web: WebServer, config: Config, results: Results) -> None:
-    async with Load(rig, web, results) as load:
-        await measure(load, config)
-        connections.connect_cost(load)
 
 
 def machine_facts(rig: Rig, web: WebServer, load_before: tuple[float, ...]) -> dict[str, str]:
@@ -84,7 +84,7 @@ def main() -> int:
     ):
         log(f"{web.kind} pid {web.pid} on {web.url}")
         results.timings["start-up"] = time.monotonic() - started
-        asyncio.run(measure_all(rig, web, config, results))
+        asyncio.run(measure(rig, web, config, results))
         results.facts = machine_facts(rig, web, load_before)
         results.settings = {**project.worker_defaults(), "conn_max_age": rig.setup["conn_max_age"]}
     results.wall = time.monotonic() - started
