@@ -1,26 +1,46 @@
-"""The processes a bench run starts, and the database it runs on; every one is stopped by the PID it started."""
+"""The processes a run starts (Temporal dev server, project worker, raw worker, web server) and its database.
+
+Each process is a context manager that stops exactly the PID it started; its output goes to a log in the run's dir.
+"""
 
 import asyncio
 import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 from urllib.parse import urlsplit, urlunsplit
+from urllib.request import urlopen
 
-import httpx
 from temporalio.client import Client
+
+from bench import project
+from bench.raw_activities import RawDB
+from bench.results import THROTTLE
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-TEMPORAL_CLI = str(Path(sys.executable).parent / "temporal")
+TEMPORAL_CLI = str(Path(PYTHON).parent / "temporal")
 RESERVED_PORTS = {7233, 8233, 8000}  # a developer's `make run` may be using them
-THROTTLE = "1000000/min"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def free_port() -> int:
@@ -32,39 +52,40 @@ def free_port() -> int:
             return port
 
 
-def wait_for(condition: Callable[[], object], *, timeout: float, what: str, interval: float = 0.1) -> object:
+def wait_for(ready: Callable[[], bool], what: str, timeout: float = 60, interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
+    while not ready():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
 
 
 class Process:
-    """One child process, its output in a log file; stop() terminates exactly this PID (and waits for it)."""
+    """One child process, its output in `<log_dir>/<name>.log`; with `ready_line`, started once it logs that."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path, ready_line: str = "") -> None:
         self.name = name
         self.log = log_dir / f"{name}.log"
         with self.log.open("w") as out:
             self.popen = subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
         self.pid = self.popen.pid
+        if ready_line:
+            wait_for(lambda: self.check_alive() and ready_line in self.log.read_text(), f"{name} to log {ready_line!r}")
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def check_alive(self) -> None:
+    def check_alive(self) -> bool:
         if self.popen.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.output()[-3000:]}")
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{tail}")
+        return True
 
-    def stop(self, timeout: float = 20) -> None:
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
+            self.popen.send_signal(signal.SIGTERM)  # a server's master process stops its own workers on SIGTERM
             try:
-                self.popen.wait(timeout)
+                self.popen.wait(30)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
@@ -77,106 +98,70 @@ def temporal_server(log_dir: Path) -> tuple[Process, str]:
     process = Process("temporal", args, dict(os.environ), log_dir)
     address = f"127.0.0.1:{port}"
 
-    async def reachable() -> bool:
-        try:
-            client = await Client.connect(address)
-            await client.count_workflows()  # the frontend answers only once the namespace is ready
+    async def answers() -> bool:
+        with contextlib.suppress(Exception):
+            await (await Client.connect(address)).count_workflows()  # answered once the namespace is ready
             return True
-        except Exception:
-            return False
+        return False
 
-    def ready() -> bool:
-        process.check_alive()
-        return asyncio.run(reachable())
-
-    wait_for(ready, timeout=60, what=f"the Temporal dev server on {address}", interval=0.3)
+    wait_for(lambda: process.check_alive() and asyncio.run(answers()), f"the Temporal dev server on {address}")
     return process, address
 
 
-def django_env(database_url: str, temporal_address: str, task_queue: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": os.environ.get("BENCH_DJANGO_SETTINGS", "chatproject.settings"),
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": "bench-only-secret-key-" + "x" * 32,
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-        "DATABASE_URL": database_url,
-        "TEMPORAL_ADDRESS": temporal_address,
-        "TEMPORAL_TASK_QUEUE": task_queue,
-        "CHAT_THROTTLE_SESSION_START": THROTTLE,
-        "CHAT_THROTTLE_MESSAGE_POST": THROTTLE,
-    }
+# The web server candidates `make bench-servers` compares; gunicorn-gthread is the one the project ships (Procfile,
+# docs/deploy.md), and the one `make bench` uses unless BENCH_SERVER names another. --no-control-socket: gunicorn
+# 27's default control socket is one path per user (~/.gunicorn), which another gunicorn here may be using.
+GUNICORN = "-m gunicorn chatproject.wsgi --bind {host}:{port} --no-control-socket"
+SERVERS = {
+    "gunicorn-gthread": f"{GUNICORN} --workers 2 --threads 16 --worker-class gthread",
+    "gunicorn-gthread-8": f"{GUNICORN} --workers 2 --threads 8 --worker-class gthread",
+    "gunicorn-gthread-4": f"{GUNICORN} --workers 2 --threads 4 --worker-class gthread",
+    "gunicorn-sync": f"{GUNICORN} --workers 4",
+    "uvicorn": "-m uvicorn chatproject.asgi:application --host {host} --port {port} --workers 2 --no-access-log "
+    "--loop uvloop --http httptools",
+    "granian": "-m granian --interface wsgi chatproject.wsgi:application --host {host} --port {port} --workers 2 "
+    "--blocking-threads 8 --no-access-log",
+}
 
 
-def wait_for_log(process: Process, text: str, timeout: float = 60) -> None:
-    def seen() -> bool:
-        process.check_alive()
-        return text in process.output()
+class WebServer(Process):
+    """The API under one of the candidate servers, answering /healthz."""
 
-    wait_for(seen, timeout=timeout, what=f"{process.name} to log {text!r}")
-
-
-def project_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> Process:
-    """`manage.py run_temporal_worker` as the project runs it (its defaults: 20 activities, 100 workflow tasks)."""
-    args = [PYTHON, "manage.py", "run_temporal_worker", "--task-queue", env["TEMPORAL_TASK_QUEUE"]]
-    process = Process(name, args, env, log_dir)
-    wait_for_log(process, "worker polling task queue")
-    return process
-
-
-def raw_worker(address: str, task_queue: str, database_url: str, log_dir: Path, name: str = "raw-worker") -> Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    process = Process(name, [PYTHON, "-m", "bench.raw_worker", address, task_queue, database_url], env, log_dir)
-    wait_for_log(process, "raw worker polling task queue")
-    return process
-
-
-def server_command(kind: str, host: str, port: int | str) -> list[str]:
-    """The web server candidates `make bench-servers` compares; gunicorn-gthread is the one the project ships
-    (Procfile, docs/deploy.md), and the one `make bench` uses unless BENCH_SERVER names another."""
-    bind = f"{host}:{port}"
-    # --no-control-socket: gunicorn 27's default control socket is one path per user (~/.gunicorn), which
-    # another gunicorn on this machine (a developer's, a test's) may be using.
-    gunicorn = [PYTHON, "-m", "gunicorn", "chatproject.wsgi", "--bind", bind, "--no-control-socket"]
-    commands = {
-        "gunicorn-gthread": [*gunicorn, "--workers", "2", "--threads", "16", "--worker-class", "gthread"],
-        "gunicorn-gthread-8": [*gunicorn, "--workers", "2", "--threads", "8", "--worker-class", "gthread"],
-        "gunicorn-gthread-4": [*gunicorn, "--workers", "2", "--threads", "4", "--worker-class", "gthread"],
-        "gunicorn-sync": [*gunicorn, "--workers", "4"],
-        "uvicorn": [PYTHON, "-m", "uvicorn", "chatproject.asgi:application", "--host", host, "--port", str(port),
-                    "--workers", "2", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
-        "granian": [PYTHON, "-m", "granian", "--interface", "wsgi", "chatproject.wsgi:application", "--host", host,
-                    "--port", str(port), "--workers", "2", "--blocking-threads", "8", "--no-access-log"],
-    }  # fmt: skip
-    if kind not in commands:
-        raise SystemExit(f"BENCH_SERVER={kind!r}: use one of {', '.join(commands)}")
-    return commands[kind]
-
-
-SERVERS = ("gunicorn-gthread", "gunicorn-gthread-8", "gunicorn-gthread-4", "gunicorn-sync", "uvicorn", "granian")
-
-
-class WebServer:
-    """The API under one of the candidate servers; by default as the Procfile runs it: gunicorn, 2 gthread workers
-    of 16 threads each."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path, kind: str = "gunicorn-gthread") -> None:
+    def __init__(self, kind: str, env: dict[str, str], log_dir: Path) -> None:
+        if kind not in SERVERS:
+            raise SystemExit(f"BENCH_SERVER={kind!r}: use one of {', '.join(SERVERS)}")
         self.kind = kind
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.process = Process(kind, server_command(kind, "127.0.0.1", port), env, log_dir)
-        self.pid = self.process.pid
-        wait_for(self._healthy, timeout=60, what=f"{kind} to answer /healthz", interval=0.3)
+        super().__init__(kind, [PYTHON, *SERVERS[kind].format(host="127.0.0.1", port=port).split()], env, log_dir)
+        wait_for(lambda: self.check_alive() and self._healthy(), f"{kind} to answer /healthz")
 
     def _healthy(self) -> bool:
-        self.process.check_alive()
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
+        with contextlib.suppress(OSError), urlopen(f"{self.url}/healthz", timeout=5) as response:
+            return response.status == 200
+        return False
 
-    def stop(self) -> None:
-        self.process.stop(30)  # each server's master process stops its own workers on SIGTERM
+
+def database(tmp: Path, stack: ExitStack) -> tuple[str, str]:
+    """(URL, engine): a fresh SQLite file in the run's dir, or (DATABASE_URL set) a bench_<random> PostgreSQL
+    database, dropped by `stack`."""
+    base = os.environ.get("DATABASE_URL", "").strip()
+    if not base or base.startswith("sqlite"):
+        return f"sqlite:///{tmp / 'bench.sqlite3'}", "SQLite"
+    import psycopg
+
+    parts, name = urlsplit(base), f"bench_{uuid.uuid4().hex[:10]}"
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+        version = conn.execute("SHOW server_version").fetchone()[0]
+
+    def drop() -> None:
+        with contextlib.suppress(Exception), psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    stack.callback(drop)
+    return urlunsplit(parts._replace(path=f"/{name}")), f"PostgreSQL {version}"
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -186,81 +171,101 @@ def manage(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-CREATE_USER = """
+# The bench user and its API token, and the database settings the raw side must share with Django's.
+SETUP = """
+import json
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 user = get_user_model().objects.create_user("bench")
-print(user.pk, Token.objects.create(user=user).key)
+db = settings.DATABASES["default"]
+print(json.dumps({"user_id": str(user.pk), "token": Token.objects.create(user=user).key,
+                  "busy_timeout": db.get("OPTIONS", {}).get("timeout", 5), "conn_max_age": db["CONN_MAX_AGE"]}))
 """
 
 
-def prepare_database(env: dict[str, str]) -> tuple[str, str]:
-    """Migrates, then creates the bench user and its API token; returns (user_id, token)."""
-    manage(env, "migrate", "--noinput")
-    user_id, token = manage(env, "shell", "-c", CREATE_USER).split()[-2:]
-    return user_id, token
+@dataclass(frozen=True)
+class Rig:
+    """What every measurement runs on: a database, a Temporal dev server, the project's worker and the raw worker."""
+
+    tmp: Path
+    database_url: str
+    engine: str
+    address: str
+    env: dict[str, str]  # the project's processes' environment
+    setup: dict  # from SETUP
+    raw_options: dict  # the raw worker's, from which it also takes the project worker's defaults
+    temporal: Process
+    worker: Process
+    raw_worker: Process
+
+    @classmethod
+    @contextmanager
+    def started(cls, name: str, keep_logs: bool = False) -> Iterator["Rig"]:
+        """Starts it all, logs in a new temp dir; stops each process at the end, last started first, also when
+        SIGTERM or SIGHUP (make's, a CI's, a developer's kill) unwinds the run like Ctrl-C. The logs are removed
+        unless `keep_logs` or the run failed."""
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        log(f"logs in {tmp}")
+        try:
+            with ExitStack() as stack:
+                yield cls._start(tmp, stack)
+        except BaseException:
+            log(f"failed; the processes' logs are in {tmp}")
+            raise
+        if not keep_logs:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def _start(cls, tmp: Path, stack: ExitStack) -> "Rig":
+        run = uuid.uuid4().hex[:6]
+        url, engine = database(tmp, stack)
+        log(f"database: {engine} ({url})")
+        temporal, address = temporal_server(tmp)
+        stack.enter_context(temporal)
+        log(f"temporal dev server pid {temporal.pid} on {address}")
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("BENCH_DJANGO_SETTINGS", "chatproject.settings"),
+               "DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "bench-only-secret-key-" + "x" * 32,
+               "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DATABASE_URL": url, "TEMPORAL_ADDRESS": address,
+               "TEMPORAL_TASK_QUEUE": f"bench-{run}", "CHAT_THROTTLE_SESSION_START": THROTTLE,
+               "CHAT_THROTTLE_MESSAGE_POST": THROTTLE}  # fmt: skip
+        manage(env, "migrate", "--noinput")
+        setup = json.loads(manage(env, "shell", "-c", SETUP).splitlines()[-1])
+        RawDB(url, setup["busy_timeout"]).create_tables()
+        worker = Process("worker", [PYTHON, "manage.py", "run_temporal_worker"], env, tmp, "worker polling task queue")
+        stack.enter_context(worker)
+        raw_options = {"address": address, "database_url": url, "busy_timeout": setup["busy_timeout"],
+                       "worker": {"task_queue": f"bench-raw-{run}", **project.worker_defaults()}}  # fmt: skip
+        raw_env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+        raw_worker = Process("raw-worker", [PYTHON, "-m", "bench.raw_worker", json.dumps(raw_options)], raw_env, tmp,
+                             "raw worker polling task queue")  # fmt: skip
+        stack.enter_context(raw_worker)
+        log(f"worker pid {worker.pid}; raw worker pid {raw_worker.pid}")
+        return cls(tmp, url, engine, address, env, setup, raw_options, temporal, worker, raw_worker)
+
+    def check_alive(self) -> None:
+        for process in (self.temporal, self.worker, self.raw_worker):
+            process.check_alive()
 
 
-class Database:
-    """A fresh SQLite file under the run's temp dir, or (DATABASE_URL set) a bench_<random> PostgreSQL database."""
-
-    def __init__(self, tmp: Path) -> None:
-        base = os.environ.get("DATABASE_URL", "").strip()
-        self.created_pg: str | None = None
-        self.admin_url: str | None = None
-        if not base or base.startswith("sqlite"):
-            self.url = f"sqlite:///{tmp / 'bench.sqlite3'}"
-            self.engine = "SQLite"
-            return
-        import psycopg
-
-        parts = urlsplit(base)
-        name = f"bench_{uuid.uuid4().hex[:10]}"
-        self.admin_url = urlunsplit(parts._replace(path="/postgres"))
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-            self.version = conn.execute("SHOW server_version").fetchone()[0]
-        self.created_pg = name
-        self.url = urlunsplit(parts._replace(path=f"/{name}"))
-        self.engine = f"PostgreSQL {self.version}"
-
-    def drop(self) -> None:
-        if not self.created_pg:
-            return
-        import psycopg
-
-        with contextlib.suppress(Exception), psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.created_pg}" WITH (FORCE)')
-        self.created_pg = None
-
-
-def proc_status(pid: int, field: str) -> int | None:
-    """A /proc/PID/status field in kB (VmRSS, VmHWM) or a count (Threads); None once the process is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            found += [int(p) for p in (task / "children").read_text().split()]
-    return found
+def proc_status(pid: int, field: str) -> int:
+    """A /proc/PID/status field in kB (VmRSS) or a count (Threads)."""
+    return int(
+        next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(field)).split()[1]
+    )
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its live children (gunicorn's workers), in seconds."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for p in [pid, *children(pid)]:
-        try:
+    """User + system CPU time of a process and its live children (a web server's workers), in seconds."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            children += (task / "children").read_text().split()
+    total = 0
+    for p in [pid, *children]:
+        with contextlib.suppress(OSError):
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")

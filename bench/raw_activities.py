@@ -1,14 +1,101 @@
-"""The baseline's activities: the project's database work in plain SQL, sync, on a thread pool like the project's."""
+"""The baseline's database work, without Django: plain sqlite3 or psycopg on the project's own database.
 
+The activities issue the statements the project's activities make the ORM issue (a user check, then an upsert of the
+session row; a transaction that reads the session, inserts the message if absent and moves the counters forward),
+and, like Django with the project's CONN_MAX_AGE, keep one connection per thread.
+"""
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from bench.rawdb import RawDB, now
 
-DB: RawDB | None = None  # set by bench.raw_worker before the worker starts
+class RawConnection:
+    """A sqlite3 or psycopg connection in autocommit mode, spoken to in psycopg's placeholders."""
+
+    def __init__(self, url: str, busy_timeout: float) -> None:
+        self.sqlite = url.startswith("sqlite:")
+        if self.sqlite:
+            self.conn = sqlite3.connect(unquote(urlsplit(url).path), timeout=busy_timeout, isolation_level=None)
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(url, autocommit=True)
+
+    def execute(self, sql: str, params: tuple = ()) -> Any:
+        if self.sqlite:
+            sql = sql.replace("%s", "?")
+            params = tuple(p.isoformat() if isinstance(p, datetime) else p for p in params)
+        return self.conn.execute(sql, params)
+
+    def one(self, sql: str, params: tuple = ()) -> tuple | None:
+        return self.execute(sql, params).fetchone()
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        # SQLite: IMMEDIATE takes the write lock up front, as the project's settings make Django do.
+        self.execute("BEGIN IMMEDIATE" if self.sqlite else "BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.execute("ROLLBACK")
+            raise
+        self.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class RawDB:
+    """One database URL; `busy_timeout` is the project's SQLite timeout, read from its settings by bench.procs."""
+
+    def __init__(self, url: str, busy_timeout: float) -> None:
+        self.url = url
+        self.busy_timeout = busy_timeout
+        self.local = threading.local()
+
+    def connect(self) -> RawConnection:
+        """A new connection, as Django opens one per request and per activity with CONN_MAX_AGE=0."""
+        return RawConnection(self.url, self.busy_timeout)
+
+    @contextmanager
+    def kept(self) -> Iterator[RawConnection]:
+        """This thread's connection, kept as the project's DATABASE_CONN_MAX_AGE keeps it; dropped after an error."""
+        conn = getattr(self.local, "conn", None) or self.connect()
+        self.local.conn = None
+        try:
+            yield conn
+        except BaseException:
+            conn.close()
+            raise
+        self.local.conn = conn
+
+    def query(self, sql: str) -> tuple:
+        with closing(self.connect()) as conn:
+            return conn.one(sql)
+
+    def create_tables(self) -> None:
+        """The baseline's own tables, shaped like chat_chatsession and chat_chatmessage."""
+        with closing(self.connect()) as conn:
+            pk = "INTEGER PRIMARY KEY AUTOINCREMENT" if conn.sqlite else "BIGSERIAL PRIMARY KEY"
+            ts = "TEXT" if conn.sqlite else "TIMESTAMPTZ"
+            conn.execute(f"""CREATE TABLE bench_raw_session (
+                id {pk}, session_id VARCHAR(64) NOT NULL UNIQUE, user_id BIGINT NOT NULL,
+                workflow_id VARCHAR(255) NOT NULL, run_id VARCHAR(64) NOT NULL, status VARCHAR(16) NOT NULL,
+                message_count INTEGER NOT NULL DEFAULT 0, started_at {ts} NOT NULL, last_activity_at {ts} NULL,
+                updated_at {ts} NOT NULL)""")
+            conn.execute(f"""CREATE TABLE bench_raw_message (
+                id {pk}, session_id BIGINT NOT NULL REFERENCES bench_raw_session (id), seq INTEGER NOT NULL,
+                role VARCHAR(16) NOT NULL, content TEXT NOT NULL, created_at {ts} NOT NULL,
+                UNIQUE (session_id, seq))""")
 
 
 @dataclass(frozen=True)
@@ -19,49 +106,53 @@ class RawMessage:
     created_at: datetime
 
 
-@activity.defn
-def raw_log_session_start(user_id: str, session_id: str) -> str:
-    """As log_session_start: the user must exist; the session row is created, or updated on a retry."""
-    info = activity.info()
-    with DB.connection() as conn:
-        if conn.one("SELECT 1 FROM auth_user WHERE id = %s LIMIT 1", (int(user_id),)) is None:
-            raise ApplicationError(f"user {user_id} does not exist", type="UnknownUser", non_retryable=True)
-        lock = "" if conn.engine == "sqlite" else " FOR UPDATE"
-        with conn.atomic():
-            row = conn.one(f"SELECT id FROM bench_raw_session WHERE session_id = %s{lock}", (session_id,))
-            stamp = conn.ts(now())
-            if row:
-                conn.execute(
-                    "UPDATE bench_raw_session SET user_id = %s, workflow_id = %s, run_id = %s, updated_at = %s"
-                    " WHERE id = %s",
-                    (int(user_id), info.workflow_id, info.workflow_run_id, stamp, row[0]),
-                )
-            else:
-                conn.execute(
-                    "INSERT INTO bench_raw_session (session_id, user_id, workflow_id, run_id, status, message_count,"
-                    " started_at, updated_at) VALUES (%s, %s, %s, %s, 'active', 0, %s, %s)",
-                    (session_id, int(user_id), info.workflow_id, info.workflow_run_id, stamp, stamp),
-                )
-    return f"session {session_id} started for user {user_id}"
+class RawActivities:
+    """Sync activities, run on the worker's thread pool as the project's are."""
 
+    def __init__(self, db: RawDB) -> None:
+        self.db = db
 
-@activity.defn
-def raw_persist_message(session_id: str, message: RawMessage) -> None:
-    """As persist_message: one row per (session, seq), and counters that only move forward."""
-    with DB.connection() as conn, conn.atomic():
-        session_pk = conn.one("SELECT id FROM bench_raw_session WHERE session_id = %s", (session_id,))[0]
-        exists = conn.one(
-            "SELECT id FROM bench_raw_message WHERE session_id = %s AND seq = %s", (session_pk, message.seq)
-        )
-        created_at = conn.ts(message.created_at)
-        if not exists:
-            conn.execute(
-                "INSERT INTO bench_raw_message (session_id, seq, role, content, created_at)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                (session_pk, message.seq, message.role, message.content, created_at),
+    @activity.defn
+    def raw_log_session_start(self, user_id: str, session_id: str) -> str:
+        """As log_session_start: the user must exist; the session row is created, or updated on a retry."""
+        info = activity.info()
+        with self.db.kept() as conn:
+            if conn.one("SELECT 1 FROM auth_user WHERE id = %s LIMIT 1", (int(user_id),)) is None:
+                raise ApplicationError(f"user {user_id} does not exist", type="UnknownUser", non_retryable=True)
+            lock = "" if conn.sqlite else " FOR UPDATE"
+            with conn.atomic():
+                row = conn.one(f"SELECT id FROM bench_raw_session WHERE session_id = %s{lock}", (session_id,))
+                stamp = datetime.now(UTC)
+                if row:
+                    conn.execute(
+                        "UPDATE bench_raw_session SET user_id = %s, workflow_id = %s, run_id = %s, updated_at = %s"
+                        " WHERE id = %s",
+                        (int(user_id), info.workflow_id, info.workflow_run_id, stamp, row[0]),
+                    )
+                else:
+                    conn.execute(
+                        "INSERT INTO bench_raw_session (session_id, user_id, workflow_id, run_id, status,"
+                        " message_count, started_at, updated_at) VALUES (%s, %s, %s, %s, 'active', 0, %s, %s)",
+                        (session_id, int(user_id), info.workflow_id, info.workflow_run_id, stamp, stamp),
+                    )
+        return f"session {session_id} started for user {user_id}"
+
+    @activity.defn
+    def raw_persist_message(self, session_id: str, message: RawMessage) -> None:
+        """As persist_message: one row per (session, seq), and counters that only move forward."""
+        with self.db.kept() as conn, conn.atomic():
+            session_pk = conn.one("SELECT id FROM bench_raw_session WHERE session_id = %s", (session_id,))[0]
+            exists = conn.one(
+                "SELECT id FROM bench_raw_message WHERE session_id = %s AND seq = %s", (session_pk, message.seq)
             )
-        conn.execute(
-            "UPDATE bench_raw_session SET message_count = %s, last_activity_at = %s, updated_at = %s"
-            " WHERE id = %s AND message_count < %s",
-            (message.seq, created_at, conn.ts(now()), session_pk, message.seq),
-        )
+            if not exists:
+                conn.execute(
+                    "INSERT INTO bench_raw_message (session_id, seq, role, content, created_at)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    (session_pk, message.seq, message.role, message.content, message.created_at),
+                )
+            conn.execute(
+                "UPDATE bench_raw_session SET message_count = %s, last_activity_at = %s, updated_at = %s"
+                " WHERE id = %s AND message_count < %s",
+                (message.seq, message.created_at, datetime.now(UTC), session_pk, message.seq),
+            )

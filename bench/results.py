@@ -1,0 +1,61 @@
+"""A run's configuration and findings: the types the runner fills in and the report reads."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONCURRENCY = 32  # clients at once in the throughput measurements, as in tests/test_load.py
+# Sessions started but not yet written, at most, while opening sessions for the scale levels: a backlog larger than
+# the sticky cache (1,000) would evict sessions between their first and second workflow task and make the worker
+# replay them, a cost of the set-up, not of holding sessions open.
+OPEN_WINDOW = 100
+THROTTLE = "1000000/min"  # both of the project's throttles: its defaults would answer 429 within the first second
+PROFILES = {
+    # samples per side: sequential latencies, sessions per throughput burst (x rounds), messages, scale levels
+    "full": {"seq": 100, "burst": 150, "rounds": 2, "messages": 100, "levels": [10, 1000, 10000], "level_messages": 60},
+    "small": {"seq": 40, "burst": 100, "rounds": 1, "messages": 40, "levels": [10, 500], "level_messages": 30},
+}
+
+
+@dataclass
+class Config:
+    scale: str
+    seq: int
+    burst: int
+    rounds: int
+    messages: int
+    levels: list[int]
+    level_messages: int
+    scale_raw_max: int  # raw sessions opened for the scale levels, at most
+    out_dir: str
+    keep_tmp: bool
+
+    @classmethod
+    def from_env(cls) -> "Config":
+        scale = os.environ.get("BENCH_SCALE", "full")
+        if scale not in PROFILES:
+            raise SystemExit(f"BENCH_SCALE={scale!r}: use one of {', '.join(PROFILES)}")
+        knobs = {k: int(os.environ.get(f"BENCH_{k.upper()}", v)) for k, v in PROFILES[scale].items() if k != "levels"}
+        levels = os.environ.get("BENCH_LEVELS")
+        return cls(
+            scale=scale,
+            levels=sorted(int(n) for n in levels.split(",")) if levels else PROFILES[scale]["levels"],
+            **knobs,
+            scale_raw_max=int(os.environ.get("BENCH_SCALE_RAW_MAX", "100")),
+            out_dir=os.environ.get("BENCH_OUT_DIR", str(Path(__file__).resolve().parent.parent / "docs")),
+            keep_tmp=os.environ.get("BENCH_KEEP_TMP", "0") == "1",
+        )
+
+
+@dataclass
+class Results:
+    figures: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # phase -> process -> CPU ms per operation
+    errors: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+    facts: dict[str, str] = field(default_factory=dict)  # the machine, the versions, the web server
+    settings: dict[str, float] = field(default_factory=dict)  # the project's, which the figures depend on
+    wall: float = 0.0
+
+    def error(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
