@@ -3,8 +3,8 @@
 Nothing here imports Django at import time: the raw worker imports this module too, and its process stays Django-free.
 """
 
-from temporal_integration.types import SessionOptions
-from temporal_integration.workflows import DB_RETRY, ChatSessionWorkflow, workflow_id_for
+from chat.types import SessionOptions
+from chat.workflows import DB_RETRY, ChatSessionWorkflow, workflow_id_for
 
 __all__ = ["DB_RETRY", "ChatSessionWorkflow", "SessionOptions", "worker_defaults", "workflow_id_for"]
 
