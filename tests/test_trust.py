@@ -7,6 +7,7 @@ import sys
 import pytest
 from django.conf import settings
 from django.core.cache import cache
+from django.test import Client
 from rest_framework.test import APIClient
 
 from chat.models import ChatMessage, ChatSession
@@ -91,6 +92,12 @@ def test_odd_paths_answer_a_json_404(api, path, debug, settings):
 
     assert response.status_code == 404
     assert response.json() == {"detail": "Not found."}
+
+
+def test_a_post_to_an_odd_path_answers_a_json_404_not_a_csrf_page():
+    response = Client(enforce_csrf_checks=True).post("/api/sessions/%C2%97/end/")
+
+    assert (response.status_code, response.json()) == (404, {"detail": "Not found."})
 
 
 def test_every_session_endpoint_needs_authentication():
