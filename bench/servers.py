@@ -60,10 +60,10 @@ def main() -> int:
     intro = INTRO.format(
         config=config, concurrency=CONCURRENCY, before=before, after=load_average(), wall=wall, date=date
     )
-    commands = [[k, f"`{SERVERS[k].format(host='HOST', port='PORT').removeprefix('-m ')}`"] for k in kinds]
+    commands = "".join(f"- {k}: `{SERVERS[k].format(host='HOST', port='PORT').removeprefix('-m ')}`\n" for k in kinds)
     out = Path(config.out_dir) / "benchmarks-servers.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"{intro}\n{table(['server', 'command (see `bench/procs.py`)'], commands)}\n\n{text}\n")
+    out.write_text(f"{intro}\nThe commands (`bench/procs.py`):\n\n{commands}\n{text}\n")
     log(f"wrote {out}")
     return 0
 
