@@ -36,12 +36,7 @@ class Load:
         self.db = RawDB(rig.database_url, rig.setup["busy_timeout"])
         self.open: dict[str, list[str]] = {side: [] for side in SIDES}  # session ids (API), workflow ids (raw)
         self.queues = {"api": rig.env["TEMPORAL_TASK_QUEUE"], "raw": rig.raw_task_queue}
-        self.processes = {
-            "temporal": rig.temporal,
-            "worker": rig.worker,
-            "raw worker": rig.raw_worker,
-            "web server": web,
-        }
+        self.processes = rig.processes | {"web server": web}
 
     async def __aenter__(self) -> Self:
         self.client = await Client.connect(self.rig.address)

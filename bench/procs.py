@@ -185,6 +185,7 @@ class Rig:
         raw_env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
         self.raw_worker = stack.enter_context(Process("raw-worker", raw_args, raw_env, tmp, "raw worker polling"))
         log(f"{self.engine}; temporal pid {self.temporal.pid}, worker {self.worker.pid}, raw {self.raw_worker.pid}")
+        self.processes = {"temporal": self.temporal, "worker": self.worker, "raw worker": self.raw_worker}
 
     @staticmethod
     @contextmanager
@@ -206,5 +207,5 @@ class Rig:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def check_alive(self) -> None:
-        for process in (self.temporal, self.worker, self.raw_worker):
+        for process in self.processes.values():
             process.check_alive()
