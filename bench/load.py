@@ -7,18 +7,20 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import os
 import statistics
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Self
 
 import aiohttp
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 
-from bench.procs import Rig, WebServer, cpu_seconds
+from bench.procs import Rig, WebServer
 from bench.project import ChatSessionWorkflow, SessionOptions, workflow_id_for
-from bench.raw_activities import RawDB
+from bench.raw_worker import RawDB
 from bench.raw_workflows import RawSessionWorkflow
 from bench.results import CONCURRENCY, Results
 
@@ -29,11 +31,12 @@ TABLES = {"api": "chat_chatsession", "raw": "bench_raw_session"}
 class Load:
     """Starts and messages sessions of either side, counting the rows each should have written and what stays open."""
 
-    def __init__(self, rig: Rig, web: WebServer, results: Results, prefix: str = "") -> None:
+    def __init__(self, rig: Rig, web: WebServer, results: Results) -> None:
         self.rig, self.web, self.results = rig, web, results
-        self.prefix = prefix  # of the raw workflow ids, when one rig measures the same phases again
         self.db = RawDB(rig.database_url, rig.setup["busy_timeout"])
-        self.open: dict[str, list[str]] = {"api": [], "raw": []}  # session ids (API), workflow ids (raw)
+        self.open: dict[str, list[str]] = {side: [] for side in SIDES}  # session ids (API), workflow ids (raw)
+        self.queues = {"api": rig.env["TEMPORAL_TASK_QUEUE"], "raw": rig.raw_task_queue}
+        self.processes = rig.processes | {"web server": web}
 
     async def __aenter__(self) -> Self:
         self.client = await Client.connect(self.rig.address)
@@ -53,9 +56,8 @@ class Load:
         await self.http.close()
 
     def cpu(self) -> dict[str, float]:
-        rig, own = self.rig, os.times()
-        pids = {"temporal": rig.temporal, "worker": rig.worker, "raw worker": rig.raw_worker, "web server": self.web}
-        return {name: cpu_seconds(p.pid) for name, p in pids.items()} | {"bench client": own.user + own.system}
+        own = os.times()
+        return {name: p.cpu_seconds() for name, p in self.processes.items()} | {"bench client": own.user + own.system}
 
     @contextlib.contextmanager
     def charge(self, spent: dict[str, float]) -> Iterator[None]:
@@ -94,95 +96,66 @@ class Load:
             if all(spent[k] < 0.025 for k in ("worker", "raw worker", "temporal")):
                 return
 
-    async def post(self, url: str, body: dict) -> tuple[int, str]:
-        """One POST: (status, body); retried once if the connection broke before an answer (counted as an error)."""
+    async def post(self, url: str, body: dict, expected: int) -> str:
+        async with self.http.post(url, json=body) as response:
+            if response.status != expected:
+                raise RuntimeError(f"POST {url}: {response.status} {(await response.text())[:200]}")
+            return await response.text()
 
-        async def once() -> tuple[int, str]:
-            async with self.http.post(url, json=body) as response:
-                return response.status, await response.text()
-
-        try:
-            return await once()
-        except aiohttp.ClientConnectionError as exc:
-            self.results.error(f"{type(exc).__name__} on {url.split('/')[-2]} POST, retried")
-            return await once()
-
-    async def api_start(self) -> str:
-        """POST /api/sessions/ with no session id, as the README's clients do: the server generates one."""
-        status, text = await self.post("/api/sessions/", {})
-        if status != 202:
-            self.results.error(f"POST /api/sessions/ answered {status}")
-            raise RuntimeError(f"start: {status} {text[:200]}")
-        session_id = json.loads(text)["session_id"]
-        self.rows["api"] += 1
-        self.open["api"].append(session_id)
-        return session_id
-
-    async def api_start_raw_client(self, session_id: str) -> None:
-        """A project session started as chat.services.session_start starts it, minus the HTTP and Django."""
-        await self.client.start_workflow(
-            ChatSessionWorkflow.run, args=[self.rig.setup["user_id"], session_id, SessionOptions(), None],
-            id=workflow_id_for(session_id), task_queue=self.rig.env["TEMPORAL_TASK_QUEUE"],
-        )  # fmt: skip
-        self.rows["api"] += 1
-        self.open["api"].append(session_id)
-
-    async def raw_start(self, name: str, stay_open: bool = True) -> WorkflowHandle:
-        session_id = self.prefix + name
-        handle = await self.client.start_workflow(
-            RawSessionWorkflow.run, args=[self.rig.setup["user_id"], session_id, stay_open], id=f"raw-{session_id}",
-            task_queue=self.rig.raw_options["worker"]["task_queue"],
-        )  # fmt: skip
-        self.rows["raw"] += 1
+    async def start(self, side: str, *, by_client: bool = False, stay_open: bool = True) -> str:
+        """Starts a session, returns its id: an API one by `POST /api/sessions/` (the server names it, as the README's
+        clients let it) or, `by_client`, as chat.services.session_start starts one, minus the HTTP and Django; a raw
+        one with the raw client, open for messages or (not `stay_open`) completing after its activity."""
+        name, user, queue = uuid.uuid4().hex, self.rig.setup["user_id"], self.queues[side]
+        if side == "api" and not by_client:
+            key = json.loads(await self.post("/api/sessions/", {}, 202))["session_id"]
+        elif side == "api":
+            key, args = name, [user, name, SessionOptions(), None]
+            await self.client.start_workflow(
+                ChatSessionWorkflow.run, args=args, id=workflow_id_for(key), task_queue=queue
+            )
+        else:
+            key = f"raw-{name}"
+            await self.client.start_workflow(
+                RawSessionWorkflow.run, args=[user, name, stay_open], id=key, task_queue=queue
+            )
+        self.rows[side] += 1
         if stay_open:
-            self.open["raw"].append(handle.id)
-        return handle
+            self.open[side].append(key)
+        return key
 
-    async def api_message(self, session_id: str, n: int) -> None:
-        status, text = await self.post(f"/api/sessions/{session_id}/messages/", {"content": f"message {n}"})
-        if status != 201:
-            self.results.error(f"POST messages answered {status}")
-            raise RuntimeError(f"message to {session_id}: {status} {text[:200]}")
-
-    async def raw_message(self, workflow_id: str, n: int) -> None:
-        await self.client.get_workflow_handle(workflow_id).execute_update(
-            RawSessionWorkflow.post_message, f"message {n}"
-        )
+    async def message(self, side: str, key: str) -> None:
+        if side == "api":
+            await self.post(f"/api/sessions/{key}/messages/", {"content": "hello"}, 201)
+        else:
+            await self.client.get_workflow_handle(key).execute_update(RawSessionWorkflow.post_message, "hello")
 
 
-async def fan_out(n: int, concurrency: int, one: Callable[[int], Awaitable[object]]) -> float:
-    """Runs one(0..n-1) on `concurrency` clients at once; returns the elapsed seconds."""
+async def fan_out(n: int, concurrency: int, one: Callable[[], Awaitable[object]]) -> float:
+    """Runs `one` n times on `concurrency` clients at once; returns the elapsed seconds."""
     counter = itertools.count()
 
     async def client() -> None:
-        while (i := next(counter)) < n:
-            await one(i)
+        while next(counter) < n:
+            await one()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(min(concurrency, n))))
     return time.perf_counter() - t0
 
 
-async def interleaved(
-    n: int, api: Callable[[int], Awaitable[object]], raw: Callable[[int], Awaitable[object]]
-) -> tuple[list[float], list[float]]:
-    """n sequential calls of each side, one of each in turn, the order alternating; their times in ms."""
-    samples: dict[str, list[float]] = {"api": [], "raw": []}
+async def interleaved(n: int, call: Callable[[str, int], Awaitable[object]]) -> dict[str, list[float]]:
+    """call(side, i) n times for each side, one of each in turn, the order alternating; their times in ms."""
+    samples: dict[str, list[float]] = {side: [] for side in SIDES}
     for i in range(n):
-        for side, call in [("api", api), ("raw", raw)][:: 1 if i % 2 == 0 else -1]:
+        for side in SIDES[:: 1 if i % 2 == 0 else -1]:
             t0 = time.perf_counter()
-            await call(i)
+            await call(side, i)
             samples[side].append(1000 * (time.perf_counter() - t0))
-    return samples["api"], samples["raw"]
+    return samples
 
 
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
-
-
-def record_latencies(results: Results, key: str, api: list[float], raw: list[float]) -> None:
-    for side, samples in (("api", api), ("raw", raw)):
-        results.figures[f"{key}_p50_{side}"] = statistics.median(samples)
-        results.figures[f"{key}_p95_{side}"] = pct(samples, 95)
+def record_latencies(results: Results, key: str, samples: dict[str, list[float]]) -> None:
+    for side, values in samples.items():
+        results.figures[f"{key}_p50_{side}"] = statistics.median(values)
+        results.figures[f"{key}_p95_{side}"] = sorted(values)[math.ceil(0.95 * len(values)) - 1]  # nearest rank

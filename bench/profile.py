@@ -1,98 +1,57 @@
-"""Where the time goes: the bench's processes under py-spy while one workload runs.
+"""Where the time goes: py-spy flame graphs of the web server and the project's worker while one phase runs.
 
-    .venv/bin/python -m bench.profile start    # sequential POST /api/sessions/ (the web server and the worker sampled)
-    .venv/bin/python -m bench.profile message  # sequential message posts (the same two)
-    .venv/bin/python -m bench.profile open     # 1,000 sessions opened with the raw client (the worker sampled)
+    .venv/bin/python -m bench.profile start    # line 1: sequential starts, API and raw in turn
+    .venv/bin/python -m bench.profile message  # line 4: the message round trip
+    .venv/bin/python -m bench.profile open     # line 5: 1,000 sessions opened with the raw client, held by the worker
 
-Prints, per sampled process, the functions holding the most CPU samples (inclusive, idle threads excluded), and
-keeps py-spy's raw stacks and the processes' logs in the temp dir it names. BENCH_PROFILE_N sets the workload size.
+The phase runs at its `make bench` size (BENCH_SCALE and the other knobs apply); the flame graphs (SVG, for a
+browser) are written beside the processes' logs, in the temp dir named at the end.
 """
 
 import argparse
 import asyncio
-import os
-import re
 import signal
 import subprocess
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
-from bench.load import Load, fan_out
-from bench.phases import start
-from bench.procs import Rig, WebServer
-from bench.results import CONCURRENCY, Results
+from bench.load import Load
+from bench.phases import message, start
+from bench.phases.scale import Scale
+from bench.procs import Rig, WebServer, log
+from bench.results import Config, Results
 
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
-INTERESTING = re.compile(
-    r"[(/](chat|chatproject|temporal_integration|bench|temporalio|django|rest_framework|gunicorn|asgiref)/"
-)
+PHASES = {
+    "start": start.latency,
+    "message": message.round_trip,
+    "open": lambda load, config: Scale(load, config).level(1000),
+}
 
 
-def summarize(raw: Path, top: int = 30) -> str:
-    inclusive: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        total += int(count)
-        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";") if "(" in f]
-        inclusive.update(dict.fromkeys(frames, int(count)))
-        if frames:
-            own[frames[-1]] += int(count)
-    if not total:
-        return "  (no samples)"
-    shown = [(f, c) for f, c in inclusive.most_common() if INTERESTING.search(f)][:top]
-    return "\n".join([f"  {total} samples; inclusive, project/library frames:",
-                      *(f"  {100 * c / total:5.1f}%  {f}" for f, c in shown), "  own time (top 15):",
-                      *(f"  {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(15))])  # fmt: skip
-
-
-async def workload(rig: Rig, web: WebServer, kind: str, n: int) -> None:
+async def profile(rig: Rig, web: WebServer, phase: str) -> None:
     async with Load(rig, web, Results()) as load:
         await start.warm_up(load)
-        sessions = [await load.api_start() for _ in range(10)] if kind == "message" else []
-        await load.drain()
-        targets = {"worker": rig.worker.pid} if kind == "open" else {"gunicorn": web.pid, "worker": rig.worker.pid}
-        spies = {name: await asyncio.create_subprocess_exec(
-            PY_SPY, "record", "--pid", str(pid), "--subprocesses", "--rate", "250", "--format", "raw",
-            "--output", str(rig.tmp / f"{kind}-{name}.pyspy.txt"), "--nonblocking",
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ) for name, pid in targets.items()}  # fmt: skip
-        await asyncio.sleep(1)
-        t0 = time.monotonic()
-        if kind == "start":
-            for _ in range(n):
-                await load.api_start()
-        elif kind == "message":
-            for i in range(n):
-                await load.api_message(sessions[i % len(sessions)], i)
-        else:
-            await fan_out(n, CONCURRENCY, lambda i: load.api_start_raw_client(f"prof-open-{i}"))
-        await load.drain()
-        elapsed = time.monotonic() - t0
-        for spy in spies.values():
+        spies = []
+        for name, process in (("web-server", web), ("worker", rig.worker)):
+            args = ["record", "--pid", str(process.pid), "--subprocesses", "--rate", "250", "--nonblocking"]
+            out = ["--output", str(rig.tmp / f"{phase}-{name}.svg")]
+            spies.append(await asyncio.create_subprocess_exec(PY_SPY, *args, *out, stdout=subprocess.DEVNULL))
+        await asyncio.sleep(1)  # for py-spy to attach
+        await PHASES[phase](load, Config.from_env())
+        for spy in spies:
             spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             await spy.wait()
-        for name in spies:
-            print(f"\n== {kind}-{name} ({n} operations in {elapsed:.1f} s)")
-            print(summarize(rig.tmp / f"{kind}-{name}.pyspy.txt"))
+    log(f"flame graphs: {rig.tmp}/{phase}-web-server.svg, {rig.tmp}/{phase}-worker.svg")
 
 
-def main() -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
-    parser.add_argument("workload", nargs="?", choices=["start", "message", "open"], default="start")
-    kind = parser.parse_args().workload
-    if not Path(PY_SPY).exists():
-        raise SystemExit("py-spy is not installed: make install")
-    n = int(os.environ.get("BENCH_PROFILE_N", "1000" if kind == "open" else "300"))
+    parser.add_argument("phase", nargs="?", choices=list(PHASES), default="start")
+    phase = parser.parse_args().phase
     with Rig.started("bench-profile", keep_logs=True) as rig, WebServer("gunicorn-gthread", rig.env, rig.tmp) as web:
-        asyncio.run(workload(rig, web, kind, n))
-    return 0
+        asyncio.run(profile(rig, web, phase))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -51,11 +51,7 @@ class Config:
 class Results:
     figures: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # phase -> process -> CPU ms per operation
-    errors: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
     facts: dict[str, str] = field(default_factory=dict)  # the machine, the versions, the web server
     settings: dict[str, float] = field(default_factory=dict)  # the project's, which the figures depend on
     wall: float = 0.0
-
-    def error(self, what: str) -> None:
-        self.errors[what] = self.errors.get(what, 0) + 1

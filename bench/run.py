@@ -14,6 +14,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import psutil
+
 from bench import project, report
 from bench.load import Load
 from bench.phases import connections, message, start
@@ -24,45 +26,40 @@ from bench.results import Config, Results
 
 async def measure(rig: Rig, web: WebServer, config: Config, results: Results) -> None:
     async with Load(rig, web, results) as load:
-        await measure_phases(load, config)
+        scale = Scale(load, config)
+        # The lowest scale level first, on the fresh worker; the higher ones last, keeping the sessions the phases
+        # in between left open (so fewer have to be started for them).
+        first, *rest = config.levels
+        phases = [
+            ("warm-up", lambda: start.warm_up(load)),
+            (f"5 scale, {first:,} open", lambda: scale.level(first)),
+            ("1 start latency", lambda: start.latency(load, config)),
+            ("2 start throughput", lambda: start.throughput(load, config)),
+            ("3 end to end", lambda: start.end_to_end(load, config)),
+            ("4 message round trip", lambda: message.round_trip(load, config)),
+            *((f"5 scale, {n:,} open", lambda n=n: scale.level(n)) for n in rest),
+        ]
+        for name, phase in phases:
+            log(f"phase {name} ...")
+            t0 = time.monotonic()
+            await phase()
+            results.timings[name] = time.monotonic() - t0
+            rig.check_alive()
+            web.check_alive()
         connections.connect_cost(load)
 
 
-async def measure_phases(load: Load, config: Config) -> None:
-    scale = Scale(load, config)
-    # The lowest scale level first, on the fresh worker; the higher ones last, keeping the sessions the phases in
-    # between left open (so fewer have to be started for them).
-    first, *rest = config.levels
-    phases = [
-        ("warm-up", lambda: start.warm_up(load)),
-        (f"5 scale, {first:,} open", lambda: scale.level(first)),
-        ("1 start latency", lambda: start.latency(load, config)),
-        ("2 start throughput", lambda: start.throughput(load, config)),
-        ("3 end to end", lambda: start.end_to_end(load, config)),
-        ("4 message round trip", lambda: message.round_trip(load, config)),
-        *((f"5 scale, {n:,} open", lambda n=n: scale.level(n)) for n in rest),
-    ]
-    for name, phase in phases:
-        log(f"phase {name} ...")
-        t0 = time.monotonic()
-        await phase()
-        load.results.timings[name] = time.monotonic() - t0
-        load.rig.check_alive()
-        load.web.check_alive()
-
-
-def machine_facts(rig: Rig, web: WebServer, load_before: tuple[float, ...]) -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")  # fmt: skip
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if "MemTotal" in line)
+def machine_facts(rig: Rig, web: WebServer, load_before: str) -> dict[str, str]:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "unknown")
     cli = subprocess.run([TEMPORAL_CLI, "--version"], capture_output=True, text=True, timeout=30).stdout
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": str(len(os.sched_getaffinity(0))),
         "CPU": cpu,
-        "memory": f"{mem / 1024 / 1024:.0f} GiB",
+        "memory": f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
         "kernel": platform.release(),
-        "load average before the run (1/5/15 min)": " / ".join(f"{x:.2f}" for x in load_before),
+        "load average before the run (1/5/15 min)": load_before,
         "Python": platform.python_version(),
         "temporalio": metadata.version("temporalio"),
         "Temporal CLI (dev server)": cli.strip().removeprefix("temporal version "),
@@ -74,9 +71,13 @@ def machine_facts(rig: Rig, web: WebServer, load_before: tuple[float, ...]) -> d
     }
 
 
+def load_average() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> int:
     config, results = Config.from_env(), Results()
-    started, load_before = time.monotonic(), os.getloadavg()
+    started, load_before = time.monotonic(), load_average()
     log(f"scale {config.scale}")
     with (
         Rig.started("bench", config.keep_tmp) as rig,
@@ -88,16 +89,12 @@ def main() -> int:
         results.facts = machine_facts(rig, web, load_before)
         results.settings = {**project.worker_defaults(), "conn_max_age": rig.setup["conn_max_age"]}
     results.wall = time.monotonic() - started
-    results.facts["load average at the end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    rows = report.rows(config, results)
-    print(report.table(rows))
-    print(f"\nwall time {results.wall:.0f} s; phases: "
-          + ", ".join(f"{k} {v:.0f}s" for k, v in results.timings.items()))  # fmt: skip
-    if results.errors:
-        print("errors:", results.errors)
+    results.facts["load average at the end (1/5/15 min)"] = load_average()
+    print(report.results_table(config, results))
+    print(f"\nwall time {results.wall:.0f} s; phases: {', '.join(f'{k} {v:.0f}s' for k, v in results.timings.items())}")
     if os.environ.get("BENCH_RESULTS_JSON"):  # for `python -m bench.report FILE`, which writes the docs again
         saved = {"config": dataclasses.asdict(config), "results": dataclasses.asdict(results)}
         Path(os.environ["BENCH_RESULTS_JSON"]).write_text(json.dumps(saved, indent=1))
-    report.write(config, results, rows)
+    report.write(config, results)
     log(f"wrote {config.out_dir}/benchmarks.md and {config.out_dir}/benchmarks.png")
     return 0
