@@ -102,7 +102,8 @@ class RecordedRequest:
     body: Any
     step: Step | None = None
     chunks_sent: int = 0
-    # "pending", "hanging", "completed", "failed", "dropped", "client_gone", "rejected" (not a chat completion)
+    # "pending", "hanging", "completed", "failed", "dropped", "client_gone", "stopped" (by ModelServer.stop()),
+    # "rejected" (not a chat completion request)
     outcome: str = "pending"
 
     @property
@@ -194,6 +195,7 @@ class ModelServer:
         self._runner: web.AppRunner | None = None
         self._released: asyncio.Event | None = None
         self._handlers: set[asyncio.Task] = set()
+        self._stopping = False
 
     @property
     def url(self) -> str:
@@ -221,7 +223,12 @@ class ModelServer:
         self.stop()
 
     def script(self, *steps: Step) -> None:
-        """Queues behaviours for the next requests, one step a request, in order; then the default reply again."""
+        """Queues behaviours for the next requests, one step a request, in order; then the default reply again.
+
+        A `Hang` scripted after `release()` hangs again: the release is withdrawn before the step is queued.
+        """
+        if any(isinstance(step, Hang) for step in steps):
+            self._call(self._rearm())
         with self._changed:
             self._steps.extend(steps)
 
@@ -247,7 +254,7 @@ class ModelServer:
             return list(self._requests)
 
     def release(self) -> None:
-        """Lets every hung request (and any that hangs later) go on with its reply."""
+        """Lets every hung request go on with its reply; a `Hang` already queued then passes straight through."""
         self._loop.call_soon_threadsafe(self._release)
 
     def wait_until(self, condition: Callable[[ModelServer], T], *, timeout: float = 5, what: str = "condition") -> T:
@@ -292,16 +299,23 @@ class ModelServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_route("*", "/{tail:.*}", self._not_served)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=1
+        )
         await self._runner.setup()
         await web.SockSite(self._runner, self._sock).start()
 
     async def _stop(self) -> None:
+        self._stopping = True
         self._release()
         for task in list(self._handlers):
             task.cancel()
         assert self._runner is not None
         await self._runner.cleanup()
+
+    async def _rearm(self) -> None:
+        assert self._released is not None
+        self._released.clear()
 
     def _release(self) -> None:
         assert self._released is not None
@@ -351,8 +365,15 @@ class ModelServer:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        recorded = await self._record(request)
         try:
-            return await self._answer(request, await self._record(request))
+            return await self._answer(request, recorded)
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler as soon as the client disconnects (handler_cancellation), so a test sees a
+            # cancelled or timed-out call at once, even while the server is sleeping or hung.
+            if recorded.outcome in ("pending", "hanging"):
+                self._finish(recorded, "stopped" if self._stopping else "client_gone")
+            raise
         finally:
             self._handlers.discard(task)
 
