@@ -23,7 +23,7 @@ def client_for(server: ModelServer, **options) -> AsyncOpenAI:
 
 
 async def test_streamed_reply_arrives_in_scripted_chunks_then_usage(model_server):
-    model_server.script(Reply("one two three four", chunk_delay=0.01))
+    model_server.script(Reply("one two three four", chunk_delay=0.05))
     client = client_for(model_server)
 
     started = time.monotonic()
@@ -43,7 +43,7 @@ async def test_streamed_reply_arrives_in_scripted_chunks_then_usage(model_server
     assert {(chunk.id, chunk.object, chunk.model) for chunk in chunks} == {
         ("chatcmpl-000001", "chat.completion.chunk", "gpt-test")
     }
-    assert elapsed >= 3 * 0.01  # three pauses between four chunks
+    assert elapsed >= 3 * 0.05  # three pauses between four words
 
 
 async def test_stream_without_include_usage_ends_at_the_finish_chunk(model_server):
@@ -141,6 +141,20 @@ async def test_hang_answers_nothing_until_released(model_server):
     assert completion.choices[0].message.content == "finally"
 
 
+async def test_a_hang_scripted_after_release_hangs_again(model_server):
+    client = client_for(model_server)
+    model_server.script(Hang())
+    model_server.release()
+    await client.chat.completions.create(model="gpt-test", messages=USER)  # released before it arrived
+
+    model_server.script(Hang())
+    call = asyncio.create_task(client.chat.completions.create(model="gpt-test", messages=USER))
+
+    await model_server.wait_until_async(lambda server: server.outcomes == ["completed", "hanging"])
+    model_server.release()
+    await asyncio.wait_for(call, timeout=5)
+
+
 async def test_hang_after_chunks_stalls_the_stream_until_released(model_server):
     model_server.script(Hang(after_chunks=1, text="one two", chunk_delay=0))
     stream = await client_for(model_server).chat.completions.create(model="gpt-test", messages=USER, stream=True)
@@ -156,27 +170,39 @@ async def test_hang_after_chunks_stalls_the_stream_until_released(model_server):
 
 
 async def test_slow_first_token_outlasts_a_shorter_read_timeout(model_server):
-    model_server.script(Reply(first_token_delay=0.3))
-    stream = await client_for(model_server, timeout=0.1).chat.completions.create(
+    model_server.script(Reply(first_token_delay=3))
+    stream = await client_for(model_server, timeout=0.5).chat.completions.create(
         model="gpt-test", messages=USER, stream=True
     )
 
     with pytest.raises(openai.APITimeoutError):
         await anext(stream)  # the headers came at once; the first chunk did not
 
-    await model_server.wait_until_async(lambda server: server.outcomes == ["client_gone"])
+    await model_server.wait_until_async(lambda server: server.outcomes == ["client_gone"], timeout=2)
+    assert model_server.requests[0].chunks_sent == 0
 
 
-async def test_slow_first_token_delays_only_the_first_chunk(model_server):
+async def test_slow_first_token_delays_the_first_chunk(model_server):
     model_server.script(Reply("a b", chunk_delay=0, first_token_delay=0.2))
     started = time.monotonic()
     stream = await client_for(model_server).chat.completions.create(model="gpt-test", messages=USER, stream=True)
-    headers_after = time.monotonic() - started
 
-    await anext(stream)
-    first_token_after = time.monotonic() - started
+    chunks = [chunk async for chunk in stream]
 
-    assert headers_after < 0.2 <= first_token_after
+    assert time.monotonic() - started >= 0.2
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == "a b"
+
+
+async def test_a_client_that_goes_away_is_seen_at_once(model_server):
+    model_server.script(Hang())
+    call = asyncio.create_task(client_for(model_server).chat.completions.create(model="gpt-test", messages=USER))
+    await model_server.wait_until_async(lambda server: server.outcomes == ["hanging"])
+
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    await model_server.wait_until_async(lambda server: server.outcomes == ["client_gone"], timeout=2)
 
 
 async def test_requests_are_recorded_as_received(model_server):
