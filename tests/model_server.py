@@ -22,7 +22,9 @@ import json
 import logging
 import math
 import re
+import signal
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -210,6 +212,8 @@ class ModelServer:
     def stop(self) -> None:
         """Ends every request still being answered (hung ones included) and stops the loop."""
         if not self._thread.is_alive():
+            self._sock.close()  # never started: nothing else closes them
+            self._loop.close()
             return
         self._call(self._stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -227,7 +231,7 @@ class ModelServer:
 
         A `Hang` scripted after `release()` hangs again: the release is withdrawn before the step is queued.
         """
-        if any(isinstance(step, Hang) for step in steps):
+        if self._thread.is_alive() and any(isinstance(step, Hang) for step in steps):
             self._call(self._rearm())
         with self._changed:
             self._steps.extend(steps)
@@ -502,11 +506,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--chunk-delay", type=float, default=DEFAULT_CHUNK_DELAY, help="seconds between chunks")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # its address shows at once under a process manager
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # Ctrl-C and a process manager's SIGTERM both stop it cleanly: the signals are blocked before the server's thread
+    # starts (it inherits the mask) and taken here. SIGINT gets a handler first, as a background job starts with it
+    # ignored, and an ignored signal never arrives.
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     with running(args.port, chunk_delay=args.chunk_delay) as server:
         print(f"OpenAI-compatible test model at {server.url} (OPENAI_BASE_URL={server.url}); Ctrl-C stops it")
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        received = signal.sigwait(stop_signals)
+    print(f"stopped by {signal.Signals(received).name}")
 
 
 if __name__ == "__main__":

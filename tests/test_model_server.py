@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import openai
 import pytest
@@ -11,20 +12,22 @@ from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from tests.model_server import DropAfter, Fail, Hang, ModelServer, Reply
+from tests.model_server import DropAfter, Fail, Hang, Reply
 
 pytest_plugins = ["tests.fixtures_model"]
 
 USER = [{"role": "user", "content": "hello there"}]
 
 
-def client_for(server: ModelServer, **options) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=server.url, api_key="test-key", max_retries=0, **options)
+@pytest.fixture
+async def client(model_server) -> AsyncIterator[AsyncOpenAI]:
+    """The real OpenAI SDK client on the server, making one attempt a call (its default is three)."""
+    async with AsyncOpenAI(base_url=model_server.url, api_key="test-key", max_retries=0) as client:
+        yield client
 
 
-async def test_streamed_reply_arrives_in_scripted_chunks_then_usage(model_server):
+async def test_streamed_reply_arrives_in_scripted_chunks_then_usage(model_server, client):
     model_server.script(Reply("one two three four", chunk_delay=0.05))
-    client = client_for(model_server)
 
     started = time.monotonic()
     stream = await client.chat.completions.create(
@@ -46,8 +49,8 @@ async def test_streamed_reply_arrives_in_scripted_chunks_then_usage(model_server
     assert elapsed >= 3 * 0.05  # three pauses between four words
 
 
-async def test_stream_without_include_usage_ends_at_the_finish_chunk(model_server):
-    stream = await client_for(model_server).chat.completions.create(model="gpt-test", messages=USER, stream=True)
+async def test_stream_without_include_usage_ends_at_the_finish_chunk(model_server, client):
+    stream = await client.chat.completions.create(model="gpt-test", messages=USER, stream=True)
     chunks = [chunk async for chunk in stream]
 
     assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == "You said: hello there"
@@ -55,10 +58,10 @@ async def test_stream_without_include_usage_ends_at_the_finish_chunk(model_serve
     assert all(chunk.usage is None for chunk in chunks)
 
 
-async def test_non_streamed_reply_is_a_chat_completion_with_usage(model_server):
+async def test_non_streamed_reply_is_a_chat_completion_with_usage(model_server, client):
     model_server.script(Reply("Fine, thanks.", chunk_delay=0))
 
-    completion = await client_for(model_server).chat.completions.create(model="gpt-test", messages=USER)
+    completion = await client.chat.completions.create(model="gpt-test", messages=USER)
 
     assert completion.object == "chat.completion"
     assert completion.choices[0].message.role == "assistant"
@@ -67,14 +70,13 @@ async def test_non_streamed_reply_is_a_chat_completion_with_usage(model_server):
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (2, 2)
 
 
-async def test_default_reply_repeats_the_last_user_message_the_same_way_each_time(model_server):
+async def test_default_reply_repeats_the_last_user_message_the_same_way_each_time(model_server, client):
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "first"},
         {"role": "assistant", "content": "You said: first"},
         {"role": "user", "content": [{"type": "text", "text": "second  question"}]},
     ]
-    client = client_for(model_server)
 
     replies = [
         (await client.chat.completions.create(model="gpt-test", messages=messages)).choices[0].message.content
@@ -85,9 +87,8 @@ async def test_default_reply_repeats_the_last_user_message_the_same_way_each_tim
     assert [request.chunks_sent for request in model_server.requests] == [4, 4]
 
 
-async def test_500_raises_internal_server_error_and_the_next_request_succeeds(model_server):
+async def test_500_raises_internal_server_error_and_the_next_request_succeeds(model_server, client):
     model_server.script(Fail(500))
-    client = client_for(model_server)
 
     with pytest.raises(openai.InternalServerError) as failure:
         await client.chat.completions.create(model="gpt-test", messages=USER)
@@ -99,20 +100,20 @@ async def test_500_raises_internal_server_error_and_the_next_request_succeeds(mo
     assert [request.outcome for request in model_server.requests] == ["failed", "completed"]
 
 
-async def test_429_raises_rate_limit_error_carrying_retry_after(model_server):
+async def test_429_raises_rate_limit_error_carrying_retry_after(model_server, client):
     model_server.script(Fail(429, retry_after=2))
 
     with pytest.raises(openai.RateLimitError) as failure:
-        await client_for(model_server).chat.completions.create(model="gpt-test", messages=USER, stream=True)
+        await client.chat.completions.create(model="gpt-test", messages=USER, stream=True)
 
     assert failure.value.response.headers["retry-after"] == "2"
     assert failure.value.response.headers["retry-after-ms"] == "2000"
     assert failure.value.code == "rate_limit_exceeded"
 
 
-async def test_dropped_stream_raises_in_the_middle_of_iteration_after_k_chunks(model_server):
+async def test_dropped_stream_raises_in_the_middle_of_iteration_after_k_chunks(model_server, client):
     model_server.script(DropAfter(2, text="one two three four", chunk_delay=0))
-    stream = await client_for(model_server).chat.completions.create(model="gpt-test", messages=USER, stream=True)
+    stream = await client.chat.completions.create(model="gpt-test", messages=USER, stream=True)
 
     received = [(await anext(stream)).choices[0].delta.content for _ in range(3)]
     with pytest.raises(openai.APIConnectionError):
@@ -122,16 +123,16 @@ async def test_dropped_stream_raises_in_the_middle_of_iteration_after_k_chunks(m
     assert model_server.outcomes == ["dropped"]
 
 
-async def test_dropped_non_streamed_request_gets_no_answer(model_server):
+async def test_dropped_non_streamed_request_gets_no_answer(model_server, client):
     model_server.script(DropAfter(0))
 
     with pytest.raises(openai.APIConnectionError):
-        await client_for(model_server).chat.completions.create(model="gpt-test", messages=USER)
+        await client.chat.completions.create(model="gpt-test", messages=USER)
 
 
-async def test_hang_answers_nothing_until_released(model_server):
+async def test_hang_answers_nothing_until_released(model_server, client):
     model_server.script(Hang(text="finally"))
-    call = asyncio.create_task(client_for(model_server).chat.completions.create(model="gpt-test", messages=USER))
+    call = asyncio.create_task(client.chat.completions.create(model="gpt-test", messages=USER))
 
     await model_server.wait_until_async(lambda server: server.outcomes == ["hanging"])
     assert not call.done()
@@ -141,8 +142,7 @@ async def test_hang_answers_nothing_until_released(model_server):
     assert completion.choices[0].message.content == "finally"
 
 
-async def test_a_hang_scripted_after_release_hangs_again(model_server):
-    client = client_for(model_server)
+async def test_a_hang_scripted_after_release_hangs_again(model_server, client):
     model_server.script(Hang())
     model_server.release()
     await client.chat.completions.create(model="gpt-test", messages=USER)  # released before it arrived
@@ -155,9 +155,9 @@ async def test_a_hang_scripted_after_release_hangs_again(model_server):
     await asyncio.wait_for(call, timeout=5)
 
 
-async def test_hang_after_chunks_stalls_the_stream_until_released(model_server):
+async def test_hang_after_chunks_stalls_the_stream_until_released(model_server, client):
     model_server.script(Hang(after_chunks=1, text="one two", chunk_delay=0))
-    stream = await client_for(model_server).chat.completions.create(model="gpt-test", messages=USER, stream=True)
+    stream = await client.chat.completions.create(model="gpt-test", messages=USER, stream=True)
 
     assert (await anext(stream)).choices[0].delta.role == "assistant"
     assert (await anext(stream)).choices[0].delta.content == "one "
@@ -169,9 +169,9 @@ async def test_hang_after_chunks_stalls_the_stream_until_released(model_server):
     assert (await asyncio.wait_for(next_chunk, timeout=5)).choices[0].delta.content == "two"
 
 
-async def test_slow_first_token_outlasts_a_shorter_read_timeout(model_server):
+async def test_slow_first_token_outlasts_a_shorter_read_timeout(model_server, client):
     model_server.script(Reply(first_token_delay=3))
-    stream = await client_for(model_server, timeout=0.5).chat.completions.create(
+    stream = await client.with_options(timeout=0.5).chat.completions.create(
         model="gpt-test", messages=USER, stream=True
     )
 
@@ -182,10 +182,10 @@ async def test_slow_first_token_outlasts_a_shorter_read_timeout(model_server):
     assert model_server.requests[0].chunks_sent == 0
 
 
-async def test_slow_first_token_delays_the_first_chunk(model_server):
+async def test_slow_first_token_delays_the_first_chunk(model_server, client):
     model_server.script(Reply("a b", chunk_delay=0, first_token_delay=0.2))
     started = time.monotonic()
-    stream = await client_for(model_server).chat.completions.create(model="gpt-test", messages=USER, stream=True)
+    stream = await client.chat.completions.create(model="gpt-test", messages=USER, stream=True)
 
     chunks = [chunk async for chunk in stream]
 
@@ -193,9 +193,9 @@ async def test_slow_first_token_delays_the_first_chunk(model_server):
     assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == "a b"
 
 
-async def test_a_client_that_goes_away_is_seen_at_once(model_server):
+async def test_a_client_that_goes_away_is_seen_at_once(model_server, client):
     model_server.script(Hang())
-    call = asyncio.create_task(client_for(model_server).chat.completions.create(model="gpt-test", messages=USER))
+    call = asyncio.create_task(client.chat.completions.create(model="gpt-test", messages=USER))
     await model_server.wait_until_async(lambda server: server.outcomes == ["hanging"])
 
     call.cancel()
@@ -205,10 +205,10 @@ async def test_a_client_that_goes_away_is_seen_at_once(model_server):
     await model_server.wait_until_async(lambda server: server.outcomes == ["client_gone"], timeout=2)
 
 
-async def test_requests_are_recorded_as_received(model_server):
+async def test_requests_are_recorded_as_received(model_server, client):
     messages = [{"role": "system", "content": "Be brief."}, *USER]
 
-    stream = await client_for(model_server).chat.completions.create(
+    stream = await client.chat.completions.create(
         model="gpt-test", messages=messages, stream=True, stream_options={"include_usage": True}
     )
     [chunk async for chunk in stream]
@@ -227,23 +227,26 @@ async def test_wait_for_requests_gives_up_at_its_deadline(model_server):
         await model_server.wait_for_requests_async(1, timeout=0.05)
 
 
-async def test_responses_api_is_refused_with_a_message_naming_chat_completions(model_server):
+async def test_responses_api_is_refused_with_a_message_naming_chat_completions(model_server, client):
     with pytest.raises(openai.NotFoundError, match="openai-chat:"):
-        await client_for(model_server).responses.create(model="gpt-test", input="hello")
+        await client.responses.create(model="gpt-test", input="hello")
 
     assert model_server.requests == []
     assert model_server.all_requests[0].path == "/v1/responses"
 
 
-def agent_for(server: ModelServer) -> Agent:
-    provider = OpenAIProvider(base_url=server.url, api_key="test-key")
-    return Agent(OpenAIChatModel("gpt-test", provider=provider), instructions="Be brief.")
+@pytest.fixture
+async def agent(model_server) -> AsyncIterator[Agent]:
+    """An agent on pydantic-ai's Chat Completions model; entering it closes the provider's HTTP client after."""
+    provider = OpenAIProvider(base_url=model_server.url, api_key="test-key")
+    async with Agent(OpenAIChatModel("gpt-test", provider=provider), instructions="Be brief.") as agent:
+        yield agent
 
 
-async def test_pydantic_ai_streams_the_text_as_sent_with_usage(model_server):
+async def test_pydantic_ai_streams_the_text_as_sent_with_usage(model_server, agent):
     model_server.script(Reply("Streaming works fine.", chunk_delay=0.01))
 
-    async with agent_for(model_server).run_stream("hello there", model_settings={"max_retries": 0}) as result:
+    async with agent.run_stream("hello there", model_settings={"max_retries": 0}) as result:
         deltas = [delta async for delta in result.stream_text(delta=True, debounce_by=None)]
         usage = result.usage
 
@@ -257,9 +260,8 @@ async def test_pydantic_ai_streams_the_text_as_sent_with_usage(model_server):
     ]
 
 
-async def test_pydantic_ai_makes_one_attempt_with_max_retries_0_and_three_without(model_server):
+async def test_pydantic_ai_makes_one_attempt_with_max_retries_0_and_three_without(model_server, agent):
     model_server.script(Fail(500), *[Fail(500, retry_after=0.01)] * 3)
-    agent = agent_for(model_server)
 
     with pytest.raises(ModelHTTPError) as once:
         await agent.run("hello", model_settings={"max_retries": 0})
