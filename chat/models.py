@@ -68,3 +68,36 @@ class ChatMessage(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq}"
+
+
+class ChatEvent(models.Model):
+    """One entry of a session's event log (chat.events.DatabaseEventLog): what its SSE clients are sent.
+
+    The primary key is the event's id: global, so one query reads new events of many sessions at once.
+    """
+
+    class Type(models.TextChoices):
+        MESSAGE = "message", "Message stored"
+        DELTA = "delta", "Reply text written"
+        RESET = "reset", "Reply restarted"
+        TURN_FAILED = "turn_failed", "Turn failed"
+        SESSION_ENDED = "session_ended", "Session ended"
+
+    # No index of its own: the two below lead with the session.
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="events", db_index=False)
+    type = models.CharField(max_length=16, choices=Type.choices)
+    data = models.JSONField()
+    key = models.CharField(max_length=100, blank=True, help_text="Appended once per session; most events have none.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["session", "id"], name="chat_event_session_id")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "key"], condition=~models.Q(key=""), name="unique_event_key_per_session"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.pk}"

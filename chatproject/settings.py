@@ -217,3 +217,23 @@ LOGGING = {
         "temporal_integration": {"level": "INFO"},
     },
 }
+
+# The per-session event log (chat.events) that the worker appends assistant replies to as they are written and the
+# web process streams to SSE clients: `database` (the ChatEvent table) or a Redis URL (Redis Streams, for scale).
+CHAT_EVENT_LOG: str = env.str("CHAT_EVENT_LOG", default="database")
+if CHAT_EVENT_LOG != "database":
+    from redis.connection import parse_url
+
+    try:
+        parse_url(CHAT_EVENT_LOG)
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"CHAT_EVENT_LOG={CHAT_EVENT_LOG!r} is not valid: set `database` or a Redis URL such as "
+            f"redis://127.0.0.1:6379/0 ({exc})."
+        ) from exc
+# Tuning, not read from the environment. Seconds between the database log's polls (one query per web process for all
+# its subscribed sessions), and between Redis reads that return events; events a subscriber may lag behind before it
+# is closed (its client resumes with Last-Event-ID); the approximate length at which Redis trims a session's stream.
+CHAT_EVENT_LOG_POLL_INTERVAL: float = 0.05
+CHAT_EVENT_LOG_SUBSCRIBER_BUFFER: int = 1000
+CHAT_EVENT_LOG_REDIS_MAXLEN: int = 100_000
