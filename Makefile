@@ -50,7 +50,7 @@ worker: $(STAMP) .env
 
 web: $(STAMP) .env
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py runserver 127.0.0.1:8000
+	$(BIN)/python -m uvicorn chatproject.asgi:application --host 127.0.0.1 --port 8000 --reload
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3 var/*.sqlite3-wal var/*.sqlite3-shm var/temporal.db

@@ -29,7 +29,7 @@ from bench.results import THROTTLE
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 TEMPORAL_CLI = str(Path(PYTHON).parent / "temporal")
-# The web server candidates `make bench-servers` compares; gunicorn-gthread is the one the project ships (Procfile,
+# The web server candidates `make bench-servers` compares; uvicorn is the one the project ships (Procfile,
 # docs/deploy.md), and the one `make bench` uses unless BENCH_SERVER names another. --no-control-socket: gunicorn
 # 27's default control socket is one path per user (~/.gunicorn), which another gunicorn here may be using.
 GUNICORN = "-m gunicorn chatproject.wsgi --bind {host}:{port} --no-control-socket"
@@ -62,6 +62,9 @@ PROJECT_ENV = {
     "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
     "CHAT_THROTTLE_SESSION_START": THROTTLE,
     "CHAT_THROTTLE_MESSAGE_POST": THROTTLE,
+    # Every message the bench posts is answered by the worker's demo model; at once, not at a reader's pace.
+    "CHAT_DEMO_WORD_DELAY": "0",
+    "CHAT_USER_DAILY_TOKENS": "0",
 }
 
 

@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
     parser.add_argument("phase", nargs="?", choices=list(PHASES), default="start")
     phase = parser.parse_args().phase
-    with Rig.started("bench-profile", keep_logs=True) as rig, WebServer("gunicorn-gthread", rig.env, rig.tmp) as web:
+    with Rig.started("bench-profile", keep_logs=True) as rig, WebServer("uvicorn", rig.env, rig.tmp) as web:
         asyncio.run(profile(rig, web, phase))
 
 

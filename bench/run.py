@@ -1,4 +1,4 @@
-"""`make bench`: the project's path (HTTP -> gunicorn -> Django -> Temporal -> worker -> ORM) beside a raw-SDK
+"""`make bench`: the project's path (HTTP -> uvicorn -> Django -> Temporal -> worker -> ORM) beside a raw-SDK
 baseline (bench.raw_workflows on bench.raw_worker: the same database work, no Django), every figure of both sides
 in the same run, on processes of its own; prints the table of ratios and writes docs/benchmarks.md and .png."""
 
@@ -81,7 +81,7 @@ def main() -> int:
     log(f"scale {config.scale}")
     with (
         Rig.started("bench", config.keep_tmp) as rig,
-        WebServer(os.environ.get("BENCH_SERVER", "gunicorn-gthread"), rig.env, rig.tmp) as web,
+        WebServer(os.environ.get("BENCH_SERVER", "uvicorn"), rig.env, rig.tmp) as web,
     ):
         log(f"{web.kind} pid {web.pid} on {web.url}")
         results.timings["start-up"] = time.monotonic() - started

@@ -1,18 +1,25 @@
 """The session workflow's activities: thin shells over the worker-side services in chat.services.
 
-They are sync (the ORM is): the worker runs them on threads, with Django's connection hygiene around each attempt
-(temporal_integration.worker). The workflow calls them by name, so this module may import Django freely.
+The database ones are sync (the ORM is): the worker runs them on threads, with Django's connection hygiene around
+each attempt (temporal_integration.worker). The turn is async: it streams. The workflow calls them by name, so this
+module may import Django freely.
 """
 
+import asyncio
+import contextlib
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
+from pydantic_ai.exceptions import ModelRateLimitError, ModelRequestRejectedError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from chat import services
+from chat import assistant, services
+from chat.events import Event, get_event_log
 from chat.exceptions import UnknownUser
-from chat.types import ChatMessageData, SessionEnd
+from chat.types import ChatMessageData, MessageStatus, SessionEnd, Turn, TurnResult
+from temporal_integration.worker import in_thread
 
 logger = logging.getLogger(__name__)
 
@@ -51,3 +58,125 @@ def persist_message(session_id: str, message: ChatMessageData) -> None:
 def log_session_end(end: SessionEnd) -> None:
     logger.info("log_session_end session_id=%s status=%s ended_by=%s", end.session_id, end.status, end.ended_by)
     services.session_record_end(end=end)
+
+
+# Appends to the event log are batched: a client sees the reply in steps of about this long.
+FLUSH_SECONDS = 0.05
+
+
+class ReplyStream:
+    """Carries a reply's text to the session's event log as it is written, and keeps the activity's heartbeat.
+
+    One task appends, so deltas land in the order they were written; `close()` lets its last append finish and
+    appends what is left before anything else (the stored reply's event) goes to the log.
+    """
+
+    def __init__(self, turn: Turn, attempt: int) -> None:
+        self.turn = turn
+        self.attempt = attempt
+        self.text = ""
+        self._pending = ""
+        self._log = get_event_log()
+        self._closing = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        if self.attempt > 1:  # clients drop this turn's text so far: the reply is written again
+            data = {"turn": self.turn.reply_seq, "attempt": self.attempt}
+            await in_thread(self._log.append, self.turn.session_id, [Event(self.turn.session_id, "reset", data)])
+        self._task = asyncio.create_task(self._keep_flushing())
+
+    def write(self, piece: str) -> None:
+        self.text += piece
+        self._pending += piece
+
+    async def close(self) -> None:
+        self._closing.set()
+        if self._task is not None:
+            await self._task
+
+    async def _keep_flushing(self) -> None:
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), FLUSH_SECONDS)
+            await self._flush()
+            # Also while the model is still thinking; the SDK sends at most one per 80% of the heartbeat timeout.
+            # A stop reaches the activity with a heartbeat's answer.
+            activity.heartbeat(len(self.text))
+
+    async def _flush(self) -> None:
+        if self._pending:
+            data = {"turn": self.turn.reply_seq, "attempt": self.attempt, "text": self._pending}
+            self._pending = ""
+            await in_thread(self._log.append, self.turn.session_id, [Event(self.turn.session_id, "delta", data)])
+
+
+@activity.defn
+async def run_turn(turn: Turn) -> TurnResult:
+    """The assistant's reply to one user message, streamed to the event log as it is written, then stored.
+
+    A retried attempt starts the reply again after a `reset` event. Cancelled by the workflow (the user pressed
+    Stop), it stores what was written, marked stopped.
+    """
+    info = activity.info()
+    logger.info("run_turn session_id=%s reply_seq=%d attempt=%d", turn.session_id, turn.reply_seq, info.attempt)
+    stored = await in_thread(services.message_get, session_id=turn.session_id, seq=turn.reply_seq)
+    if stored is not None:  # an earlier attempt stored the reply, then died before reporting it
+        return _result(stored)
+    conversation = await in_thread(services.turn_conversation, session_id=turn.session_id, upto_seq=turn.user_seq)
+    stream = ReplyStream(turn, info.attempt)
+    await stream.start()
+    try:
+        reply = await assistant.stream_reply(conversation, stream.write, settings.CHAT_ASSISTANT_CONTEXT_CHARS)
+    except asyncio.CancelledError:
+        details = activity.cancellation_details()
+        if details and details.cancel_requested and not details.worker_shutdown:
+            await stream.close()
+            await _store(turn, stream.text, MessageStatus.STOPPED)
+        raise
+    except ModelRateLimitError as exc:
+        raise ApplicationError(
+            f"the model is rate-limited: {exc}", type="ModelRateLimited", next_retry_delay=_retry_after(exc)
+        ) from exc
+    except ModelRequestRejectedError as exc:  # bad credentials, unknown model, too long a context: retrying won't help
+        raise ApplicationError(f"the model refused the request: {exc}", type="ModelRejected", non_retryable=True) from (
+            exc
+        )
+    finally:
+        await stream.close()
+    message = await _store(turn, reply.text, MessageStatus.COMPLETE, reply)
+    return _result(message)
+
+
+def _retry_after(exc: ModelRateLimitError) -> timedelta | None:
+    headers = getattr(exc, "headers", None) or {}
+    try:
+        return timedelta(seconds=float(headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None
+
+
+async def _store(turn: Turn, text: str, status: MessageStatus, reply: assistant.Reply | None = None) -> ChatMessageData:
+    message = ChatMessageData(
+        seq=turn.reply_seq,
+        role="assistant",
+        content=text,
+        created_at=datetime.now(UTC),
+        status=status,
+        model=reply.model if reply else settings.CHAT_ASSISTANT_MODEL,
+        tokens_in=reply.tokens_in if reply else 0,
+        tokens_out=reply.tokens_out if reply else 0,
+    )
+    await in_thread(services.message_record, session_id=turn.session_id, message=message)
+    return message
+
+
+def _result(message: ChatMessageData) -> TurnResult:
+    return TurnResult(
+        reply_seq=message.seq,
+        status=message.status,
+        model=message.model,
+        tokens_in=message.tokens_in,
+        tokens_out=message.tokens_out,
+        completed_at=message.created_at,
+    )

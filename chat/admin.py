@@ -13,11 +13,12 @@ BADGE_COLOURS = {
     ChatSession.Status.TIMED_OUT: "#ef6c00",
     ChatSession.Status.FAILED: "#c62828",
 }
+REPLY_COLOURS = {ChatMessage.Status.STOPPED: "#ef6c00", ChatMessage.Status.FAILED: "#c62828"}
 
 
 class ChatMessageInline(admin.TabularInline):
     model = ChatMessage
-    fields = ["seq", "role", "content", "created_at"]
+    fields = ["seq", "role", "content", "created_at", "reply", "model", "tokens_in", "tokens_out"]
     readonly_fields = fields
     ordering = ["seq"]
     extra = 0
@@ -25,6 +26,16 @@ class ChatMessageInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: ChatSession | None = None) -> bool:
         return False
+
+    @admin.display(description="Reply")
+    def reply(self, message: ChatMessage) -> str:
+        """How an assistant's reply ended: a stopped or failed one stands out."""
+        if message.role != ChatMessage.Role.ASSISTANT:
+            return ""
+        if message.status == ChatMessage.Status.COMPLETE:
+            return message.get_status_display()
+        colour = REPLY_COLOURS[message.status]
+        return format_html('<strong style="color:{}">{}</strong>', colour, message.get_status_display())
 
 
 @admin.register(ChatSession)

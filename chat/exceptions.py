@@ -4,10 +4,12 @@ from temporal_integration.client import TemporalUnavailable
 
 __all__ = [
     "InvalidMessage",
+    "ReplyPending",
     "SessionEnded",
     "SessionExists",
     "SessionNotFound",
     "TemporalUnavailable",
+    "TokenBudgetExceeded",
     "UnknownUser",
     "WorkflowUnreadable",
 ]
@@ -47,3 +49,21 @@ class UnknownUser(Exception):
 
 class WorkflowUnreadable(Exception):
     """Temporal answered, but could not describe the session's workflow (e.g. past its retention)."""
+
+
+class TokenBudgetExceeded(Exception):
+    """The user's replies have used their tokens for today."""
+
+    def __init__(self, budget: int, retry_after: int) -> None:
+        super().__init__(f"You have used today's {budget:,} tokens of assistant replies. Try again after midnight UTC.")
+        self.retry_after = retry_after
+
+
+class ReplyPending(Exception):
+    """The reply was not finished within the wait a client asked for."""
+
+    def __init__(self, session_id: str, seq: int, waited: float) -> None:
+        super().__init__(
+            f"Reply {seq} of session {session_id!r} is still being written after {waited:g}s. Follow it on "
+            f"/api/sessions/{session_id}/events/, or read it later from /api/sessions/{session_id}/messages/."
+        )

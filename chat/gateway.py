@@ -13,6 +13,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from temporalio.client import (
     Client,
+    WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -58,6 +59,7 @@ T = TypeVar("T")
 class StartedWorkflow:
     workflow_id: str
     run_id: str
+    first_message: ChatMessageData | None = None
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,14 @@ class SessionGateway:
     def _handle(self, session_id: str) -> WorkflowHandle:
         return self._client.get_workflow_handle_for(ChatSessionWorkflow.run, workflow_id_for(session_id))
 
-    async def start(self, *, user_id: str, session_id: str, options: SessionOptions) -> StartedWorkflow:
-        """Starts the session's workflow; SessionExists if its id was ever used."""
+    async def start(
+        self, *, user_id: str, session_id: str, options: SessionOptions, first: str | None = None
+    ) -> StartedWorkflow:
+        """Starts the session's workflow, with its first message in the same round trip when given
+        (update-with-start); SessionExists if its id was ever used."""
         with _translated(session_id):
             try:
-                handle = await self._start(user_id, session_id, options, self._user_search_attributes(user_id))
+                return await self._start(user_id, session_id, options, first, self._user_search_attributes(user_id))
             except RPCError as exc:
                 # The attribute only helps the Web UI filter; a namespace without it must not cost the session.
                 if exc.status != RPCStatusCode.INVALID_ARGUMENT or "search attribute" not in exc.message.lower():
@@ -92,25 +97,36 @@ class SessionGateway:
                     "temporal operator search-attribute create --name %s --type Keyword",
                     *(session_id, name, namespace, exc.message, name),
                 )
-                handle = await self._start(user_id, session_id, options, None)
-        return StartedWorkflow(workflow_id=handle.id, run_id=handle.result_run_id or "")
+                return await self._start(user_id, session_id, options, first, None)
 
     async def _start(
-        self, user_id: str, session_id: str, options: SessionOptions, attributes: TypedSearchAttributes | None
-    ) -> WorkflowHandle:
-        return await self._client.start_workflow(
-            ChatSessionWorkflow.run,
+        self,
+        user_id: str,
+        session_id: str,
+        options: SessionOptions,
+        first: str | None,
+        attributes: TypedSearchAttributes | None,
+    ) -> StartedWorkflow:
+        start = {
             # Every parameter, always: the SDK decodes by type hint only when the counts match.
-            args=[user_id, session_id, options, None],
-            id=workflow_id_for(session_id),
-            task_queue=self._config.task_queue,
+            "args": [user_id, session_id, options, None],
+            "id": workflow_id_for(session_id),
+            "task_queue": self._config.task_queue,
             # Running: FAIL; closed: REJECT_DUPLICATE. Together, a session id is used once.
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            static_summary=f"Chat session {session_id} of user {user_id}",
-            search_attributes=attributes,
-            rpc_timeout=self._timeout,
+            "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
+            "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            "static_summary": f"Chat session {session_id} of user {user_id}",
+            "search_attributes": attributes,
+        }
+        if first is None:
+            handle = await self._client.start_workflow(ChatSessionWorkflow.run, rpc_timeout=self._timeout, **start)
+            return StartedWorkflow(workflow_id=handle.id, run_id=handle.result_run_id or "")
+        operation = WithStartWorkflowOperation(ChatSessionWorkflow.run, **start)
+        message = await self._client.execute_update_with_start_workflow(
+            ChatSessionWorkflow.post_message, first, start_workflow_operation=operation, rpc_timeout=self._timeout
         )
+        handle = await operation.workflow_handle()
+        return StartedWorkflow(workflow_id=handle.id, run_id=handle.result_run_id or "", first_message=message)
 
     def _user_search_attributes(self, user_id: str) -> TypedSearchAttributes | None:
         name = self._config.user_search_attribute
@@ -132,6 +148,13 @@ class SessionGateway:
         with _translated(session_id):
             return await self._handle(session_id).execute_update(
                 ChatSessionWorkflow.end_session, ended_by, rpc_timeout=self._timeout
+            )
+
+    async def stop(self, *, session_id: str) -> bool:
+        """Stops the reply being written, if one is; SessionEnded if the session has."""
+        with _translated(session_id):
+            return await self._handle(session_id).execute_update(
+                ChatSessionWorkflow.stop_reply, rpc_timeout=self._timeout
             )
 
     async def state(self, *, session_id: str) -> SessionState:

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from chat.types import SessionStatus
+from chat.types import MessageStatus, SessionStatus
 from temporal_integration.conf import get_config
 
 
@@ -56,11 +56,22 @@ class ChatMessage(models.Model):
         ASSISTANT = "assistant", "Assistant"
         SYSTEM = "system", "System"
 
+    class Status(models.TextChoices):
+        COMPLETE = MessageStatus.COMPLETE.value, "Complete"
+        STOPPED = MessageStatus.STOPPED.value, "Stopped"
+        FAILED = MessageStatus.FAILED.value, "Failed"
+
     session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages")
     seq = models.PositiveIntegerField()
     role = models.CharField(max_length=16, choices=Role.choices)
-    content = models.TextField()
+    content = models.TextField(blank=True)
     created_at = models.DateTimeField()
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.COMPLETE, help_text="How an assistant's reply ended."
+    )
+    model = models.CharField(max_length=200, blank=True, help_text="The model that wrote an assistant's reply.")
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["session", "seq"]

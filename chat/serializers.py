@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from chat.models import ChatMessage, ChatSession
@@ -66,21 +67,32 @@ class StrictSerializer(serializers.Serializer):
         return attrs
 
 
+def content_field(**kwargs: object) -> "StrictCharField":
+    """A message's text: non-empty, at most CHAT_MESSAGE_MAX_LENGTH characters, stored exactly as sent."""
+    return StrictCharField(
+        trim_whitespace=False,
+        max_length=settings.CHAT_MESSAGE_MAX_LENGTH,
+        validators=[NotBlankValidator(CONTENT_PATTERN, "must not be empty.")],
+        error_messages={
+            "blank": "must not be empty.",
+            "max_length": f"must be at most {settings.CHAT_MESSAGE_MAX_LENGTH} characters.",
+            **STRING_ERRORS,
+        },
+        **kwargs,
+    )
+
+
 class StartSessionSerializer(StrictSerializer):
     session_id = StrictRegexField(
         SESSION_ID_PATTERN,
         required=False,
         error_messages={"invalid": SESSION_ID_RULE, "blank": SESSION_ID_RULE, **STRING_ERRORS},
     )
-
-
-class StartedSessionSerializer(serializers.Serializer):
-    session_id = serializers.CharField()
-    user_id = serializers.CharField()
-    workflow_id = serializers.CharField()
-    run_id = serializers.CharField()
-    status = serializers.CharField()
-    temporal_ui_url = serializers.URLField()
+    content = content_field(
+        required=False,
+        help_text="The first message: it rides on the start (one round trip), and the assistant's reply follows "
+        "on the session's event stream.",
+    )
 
 
 class SessionSerializer(serializers.ModelSerializer):
@@ -101,6 +113,12 @@ class LiveStateSerializer(serializers.Serializer):
     last_activity_at = serializers.DateTimeField(allow_null=True)
     ended_at = serializers.DateTimeField(allow_null=True)
     idle_timeout_seconds = serializers.FloatField()
+    writing_reply = serializers.IntegerField(
+        allow_null=True, required=False, help_text="The seq of the assistant's reply being written, if one is."
+    )
+    replies_pending = serializers.IntegerField(
+        required=False, help_text="User messages whose reply is not written yet, the one being written included."
+    )
 
 
 class SessionDetailSerializer(SessionSerializer):
@@ -120,7 +138,36 @@ class SessionDetailSerializer(SessionSerializer):
 class MessageSerializer(serializers.ModelSerializer):
     class Meta:
         model = ChatMessage
-        fields = ["seq", "role", "content", "created_at"]
+        fields = ["seq", "role", "content", "created_at", "status", "model", "tokens_in", "tokens_out"]
+
+
+class PostedMessageSerializer(MessageSerializer):
+    """A posted message, with the seq of its reply; or, with ?wait=true, the reply itself (reply_seq null)."""
+
+    reply_seq = serializers.SerializerMethodField(
+        help_text="The seq the assistant's reply will take (follow it on the event stream); null for a reply."
+    )
+
+    class Meta(MessageSerializer.Meta):
+        fields = [*MessageSerializer.Meta.fields, "reply_seq"]
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_reply_seq(self, message: object) -> int | None:
+        return getattr(message, "reply_seq", None)
+
+
+class StartedSessionSerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    user_id = serializers.CharField()
+    workflow_id = serializers.CharField()
+    run_id = serializers.CharField()
+    status = serializers.CharField()
+    temporal_ui_url = serializers.URLField()
+    message = PostedMessageSerializer(allow_null=True, help_text="The first message, when one rode on the start.")
+
+
+class StopSerializer(serializers.Serializer):
+    stopped = serializers.BooleanField(help_text="Whether a reply was being written (and is now stopped).")
 
 
 class PostMessageSerializer(StrictSerializer):
@@ -131,16 +178,7 @@ class PostMessageSerializer(StrictSerializer):
         "send one whenever you may retry (after a timeout or a 503).",
         error_messages={"invalid": SESSION_ID_RULE, "blank": SESSION_ID_RULE, **STRING_ERRORS},
     )
-    content = StrictCharField(
-        trim_whitespace=False,
-        max_length=settings.CHAT_MESSAGE_MAX_LENGTH,
-        validators=[NotBlankValidator(CONTENT_PATTERN, "must not be empty.")],
-        error_messages={
-            "blank": "must not be empty.",
-            "max_length": f"must be at most {settings.CHAT_MESSAGE_MAX_LENGTH} characters.",
-            **STRING_ERRORS,
-        },
-    )
+    content = content_field()
 
 
 class ErrorSerializer(serializers.Serializer):

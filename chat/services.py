@@ -2,23 +2,36 @@
 (called by chat.activities) write the records that project the workflow into the database."""
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet, Sum
+from django.utils import timezone
 
 from chat import gateway
-from chat.exceptions import SessionExists, SessionNotFound, TemporalUnavailable, UnknownUser, WorkflowUnreadable
+from chat.assistant import StoredTurn
+from chat.events import Event, get_event_log
+from chat.exceptions import (
+    ReplyPending,
+    SessionExists,
+    SessionNotFound,
+    TemporalUnavailable,
+    TokenBudgetExceeded,
+    UnknownUser,
+    WorkflowUnreadable,
+)
 from chat.gateway import SessionGateway, WorkflowView
 from chat.models import ChatMessage, ChatSession
-from chat.types import ChatMessageData, SessionEnd, SessionOptions, SessionState
+from chat.types import ChatMessageData, MessageStatus, SessionEnd, SessionOptions, SessionState
 
 logger = logging.getLogger(__name__)
+REPLY_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,7 @@ class StartedSession:
     run_id: str
     status: str
     temporal_ui_url: str
+    message: ChatMessageData | None = None  # the first message, when it rode on the start
 
 
 def session_options() -> SessionOptions:
@@ -36,19 +50,30 @@ def session_options() -> SessionOptions:
         idle_timeout_seconds=settings.CHAT_SESSION_IDLE_TIMEOUT,
         max_message_length=settings.CHAT_MESSAGE_MAX_LENGTH,
         activity_timeout_seconds=settings.CHAT_ACTIVITY_TIMEOUT,
+        turn_timeout_seconds=settings.CHAT_TURN_TIMEOUT,
+        turn_heartbeat_seconds=settings.CHAT_TURN_HEARTBEAT_TIMEOUT,
+        turn_attempts=settings.CHAT_TURN_ATTEMPTS,
+        max_messages_per_run=settings.CHAT_MAX_MESSAGES_PER_RUN or None,
     )
 
 
-def session_start(*, user: AbstractBaseUser, session_id: str | None = None) -> StartedSession:
-    """Starts the session's workflow; the workflow's activity writes the record."""
+def session_start(
+    *, user: AbstractBaseUser, session_id: str | None = None, content: str | None = None
+) -> StartedSession:
+    """Starts the session's workflow, with its first message when `content` is given (one round trip); the
+    workflow's activity writes the record."""
     # The record outlives the workflow's retention in Temporal, so it is the lasting guard against reusing a
     # client's id. An id generated here is a fresh uuid4: no record can hold it, so that read is skipped.
     if session_id is None:
         session_id = uuid.uuid4().hex
     elif ChatSession.objects.filter(session_id=session_id).exists():
         raise SessionExists(session_id)
+    if content is not None:
+        _require_token_budget(user)
     user_id = str(user.pk)
-    started = gateway.call(SessionGateway.start, user_id=user_id, session_id=session_id, options=session_options())
+    started = gateway.call(
+        SessionGateway.start, user_id=user_id, session_id=session_id, options=session_options(), first=content
+    )
     logger.info(
         "session started session_id=%s user_id=%s workflow_id=%s run_id=%s",
         *(session_id, user_id, started.workflow_id, started.run_id),
@@ -60,6 +85,7 @@ def session_start(*, user: AbstractBaseUser, session_id: str | None = None) -> S
         run_id=started.run_id,
         status=ChatSession.Status.ACTIVE,
         temporal_ui_url=ChatSession(workflow_id=started.workflow_id).temporal_ui_url,
+        message=started.first_message,
     )
 
 
@@ -98,8 +124,9 @@ def message_post(
     *, user: AbstractBaseUser, session_id: str, content: str, client_message_id: str | None = None
 ) -> ChatMessageData:
     """Hands the message to the session's workflow, which numbers and stores it; idempotent with a
-    client_message_id."""
+    client_message_id. Over the user's daily token budget, refused before any model call."""
     _require_owner(user=user, session_id=session_id)
+    _require_token_budget(user)
     return gateway.call(
         SessionGateway.post, session_id=session_id, content=content, client_message_id=client_message_id
     )
@@ -116,6 +143,38 @@ def session_end(*, user: AbstractBaseUser, session_id: str, by: AbstractBaseUser
         *(session_id, user.pk, by.get_username(), final.message_count),
     )
     return final
+
+
+def reply_wait(*, session_id: str, seq: int) -> ChatMessage:
+    """The stored reply of that seq, once the assistant has finished it (or stopped, or failed)."""
+    deadline = time.monotonic() + settings.CHAT_REPLY_WAIT_TIMEOUT
+    while (reply := ChatMessage.objects.filter(session__session_id=session_id, seq=seq).first()) is None:
+        if time.monotonic() > deadline:
+            raise ReplyPending(session_id, seq, settings.CHAT_REPLY_WAIT_TIMEOUT)
+        time.sleep(REPLY_POLL_SECONDS)
+    return reply
+
+
+def session_stop(*, user: AbstractBaseUser, session_id: str) -> bool:
+    """Stops the reply being written, keeping what it wrote; the session stays open. False when none was."""
+    _require_owner(user=user, session_id=session_id)
+    return gateway.call(SessionGateway.stop, session_id=session_id)
+
+
+def tokens_used_today(user: AbstractBaseUser) -> int:
+    """Tokens (in and out) the user's replies have used since midnight UTC."""
+    midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    used = ChatMessage.objects.filter(session__user=user, created_at__gte=midnight).aggregate(
+        total=Sum(F("tokens_in") + F("tokens_out"))
+    )
+    return used["total"] or 0
+
+
+def _require_token_budget(user: AbstractBaseUser) -> None:
+    budget = settings.CHAT_USER_DAILY_TOKENS
+    if budget and tokens_used_today(user) >= budget:
+        tomorrow = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        raise TokenBudgetExceeded(budget, retry_after=max(1, int((tomorrow - timezone.now()).total_seconds())))
 
 
 def _require_owner(*, user: AbstractBaseUser, session_id: str) -> None:
@@ -147,23 +206,79 @@ def session_record_start(
     return session
 
 
-def message_record(*, session_id: str, message: ChatMessageData) -> None:
-    """Stores one message under its sequence number, and moves the session's counters forward."""
+def message_record(*, session_id: str, message: ChatMessageData) -> ChatMessage:
+    """Stores one message under its sequence number, moves the session's counters forward, and tells the session's
+    stream. The first write of a seq wins: a retry, or a stopped reply recorded twice, changes nothing."""
     with transaction.atomic():
         session = ChatSession.objects.get(session_id=session_id)
-        ChatMessage.objects.get_or_create(
+        stored, _ = ChatMessage.objects.get_or_create(
             session=session,
             seq=message.seq,
-            defaults={"role": message.role, "content": message.content, "created_at": message.created_at},
+            defaults={
+                **{"role": message.role, "content": message.content, "created_at": message.created_at},
+                **{"status": message.status, "model": message.model},
+                **{"tokens_in": message.tokens_in, "tokens_out": message.tokens_out},
+            },
         )
         # Messages may be stored out of order; the counters only ever move forward.
         ChatSession.objects.filter(pk=session.pk, message_count__lt=message.seq).update(
             message_count=message.seq, last_activity_at=message.created_at
         )
+    events = [Event(session_id, "message", message_event_data(stored), key=f"message:{stored.seq}")]
+    if stored.status == ChatMessage.Status.FAILED:
+        detail = {"turn": stored.seq, "detail": "The assistant could not answer. Send another message to try again."}
+        events.append(Event(session_id, "turn_failed", detail, key=f"turn_failed:{stored.seq}"))
+    get_event_log().append(session_id, events)
+    return stored
+
+
+def message_event_data(message: ChatMessage) -> dict:
+    data = {"seq": message.seq, "role": message.role, "content": message.content}
+    data["created_at"] = _iso(message.created_at)
+    if message.role == ChatMessage.Role.ASSISTANT:
+        data |= {"status": message.status, "model": message.model}
+        data["usage"] = {"tokens_in": message.tokens_in, "tokens_out": message.tokens_out}
+    return data
+
+
+def _iso(moment: datetime) -> str:
+    """As the API writes times (DRF's ISO 8601, UTC as Z), so an event's and a response's agree."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def message_get(*, session_id: str, seq: int) -> ChatMessageData | None:
+    stored = ChatMessage.objects.filter(session__session_id=session_id, seq=seq).first()
+    if stored is None:
+        return None
+    return ChatMessageData(
+        seq=stored.seq,
+        role=stored.role,
+        content=stored.content,
+        created_at=stored.created_at,
+        status=MessageStatus(stored.status),
+        model=stored.model,
+        tokens_in=stored.tokens_in,
+        tokens_out=stored.tokens_out,
+    )
+
+
+def turn_conversation(*, session_id: str, upto_seq: int) -> list[StoredTurn]:
+    """The conversation up to a user message, as the model is shown it: replies that failed or said nothing are
+    left out."""
+    rows = (
+        ChatMessage.objects.filter(session__session_id=session_id, seq__lte=upto_seq)
+        .exclude(role=ChatMessage.Role.ASSISTANT, status=ChatMessage.Status.FAILED)
+        .exclude(content="")
+        .order_by("seq")
+        .values_list("role", "content")
+    )
+    return [StoredTurn(role, content) for role, content in rows]
 
 
 def session_record_end(*, end: SessionEnd) -> None:
-    """Records how, when and by whom the session ended."""
+    """Records how, when and by whom the session ended, and tells the session's stream."""
     ChatSession.objects.filter(session_id=end.session_id).update(
         status=end.status, ended_at=end.ended_at, ended_by_id=end.ended_by
     )
+    data = {"status": end.status, "ended_at": _iso(end.ended_at)}
+    get_event_log().append(end.session_id, [Event(end.session_id, "session_ended", data, key="ended")])

@@ -22,6 +22,17 @@ INVALID_MESSAGE = "InvalidMessage"
 # Update ids that the service derives from a client's client_message_id start with this.
 CLIENT_UPDATE_PREFIX = "message-"
 
+# The patch that added the assistant's turns: histories recorded before it replay without them.
+ASSISTANT_TURNS_PATCH = "assistant-turns"
+
+
+class MessageStatus(StrEnum):
+    """How an assistant's reply ended; a user's message is always complete."""
+
+    COMPLETE = "complete"
+    STOPPED = "stopped"  # the user stopped it: what was written is kept
+    FAILED = "failed"  # the model could not answer, after its retries
+
 
 @dataclass(frozen=True)
 class SessionOptions:
@@ -33,6 +44,11 @@ class SessionOptions:
     # Continue-as-new after this many messages in one run, besides whenever Temporal suggests it.
     # None leaves it to Temporal; tests set it low to force continue-as-new.
     max_messages_per_run: int | None = None
+    # The assistant's turn: how long one attempt may stream, how soon a dead worker is noticed (its heartbeats
+    # stop), and how many attempts a reply gets before it is recorded as failed.
+    turn_timeout_seconds: float = 300.0
+    turn_heartbeat_seconds: float = 3.0
+    turn_attempts: int = 5
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,8 @@ class SessionCarry:
     # Messages posted with a client's id, newest last, so a retry that lands in a later run is answered
     # with the stored message (Temporal deduplicates update ids only within one run).
     keyed_messages: list["KeyedMessage"] = field(default_factory=list)
+    # User messages still waiting for the assistant's reply, oldest first.
+    pending_turns: list["Turn"] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -53,6 +71,34 @@ class ChatMessageData:
     role: str
     content: str
     created_at: datetime
+    # A user message: the seq its reply will take (None in sessions recorded before the assistant).
+    reply_seq: int | None = None
+    # An assistant message: how it ended, the model that wrote it, its usage.
+    status: MessageStatus = MessageStatus.COMPLETE
+    model: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The assistant's reply to one user message: the turn activity's input."""
+
+    session_id: str
+    user_seq: int
+    reply_seq: int
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """What the workflow keeps of a reply (the text goes to the database and the event log, never the history)."""
+
+    reply_seq: int
+    status: MessageStatus
+    model: str
+    tokens_in: int
+    tokens_out: int
+    completed_at: datetime
 
 
 @dataclass(frozen=True)
@@ -71,6 +117,8 @@ class SessionState:
     last_activity_at: datetime | None
     ended_at: datetime | None
     idle_timeout_seconds: float
+    writing_reply: int | None = None  # the seq of the assistant's reply being written, if one is
+    replies_pending: int = 0  # user messages whose reply is not written yet (the one being written included)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -11,11 +11,13 @@ from chat.serializers import (
     ErrorSerializer,
     LiveStateSerializer,
     MessageSerializer,
+    PostedMessageSerializer,
     PostMessageSerializer,
     SessionDetailSerializer,
     SessionSerializer,
     StartedSessionSerializer,
     StartSessionSerializer,
+    StopSerializer,
     ValidationErrorSerializer,
 )
 
@@ -39,9 +41,9 @@ UNAVAILABLE = {"e503": "Temporal is unreachable; retry after the Retry-After hea
 NOT_JSON = {"e415": "The body is not JSON."}
 
 START_ERRORS = _errors(
-    e400="Malformed JSON, a bad session_id or unknown fields.",
+    e400="Malformed JSON, a bad session_id or content, or unknown fields.",
     e409="This session_id was already used.",
-    e429="Too many sessions started; retry after the Retry-After header's seconds.",
+    e429="Too many sessions started, or (with content) today's token budget used; retry after Retry-After.",
     **UNAUTHENTICATED,
     **TOO_LARGE,
     **NOT_JSON,
@@ -50,7 +52,8 @@ START_ERRORS = _errors(
 POST_MESSAGE_ERRORS = _errors(
     e400="Empty, too long or not a string.",
     e409="The session has ended.",
-    e429="Too many messages; retry after the Retry-After header's seconds.",
+    e504="With ?wait=true: the reply took longer than CHAT_REPLY_WAIT_TIMEOUT; it goes on, on the event stream.",
+    e429="Too many messages, or today's token budget used; retry after the Retry-After header's seconds.",
     **UNAUTHENTICATED,
     **NOT_FOUND,
     **TOO_LARGE,
@@ -58,6 +61,13 @@ POST_MESSAGE_ERRORS = _errors(
     **UNAVAILABLE,
 )
 END_ERRORS = _errors(e409="The session has already ended.", **UNAUTHENTICATED, **NOT_FOUND, **UNAVAILABLE)
+STOP_ERRORS = _errors(e409="The session has ended.", **UNAUTHENTICATED, **NOT_FOUND, **UNAVAILABLE)
+WAIT = OpenApiParameter(
+    "wait",
+    bool,
+    description="true: answer with the assistant's finished reply instead of the stored message (for curl and simple "
+    "clients; 504 if it takes longer than CHAT_REPLY_WAIT_TIMEOUT seconds).",
+)
 
 
 class SessionStartThrottle(UserRateThrottle):
@@ -90,7 +100,7 @@ class SessionViewSet(viewsets.GenericViewSet):
     def create(self, request: Request) -> Response:
         payload = StartSessionSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        started = services.session_start(user=request.user, session_id=payload.validated_data.get("session_id"))
+        started = services.session_start(user=request.user, **payload.validated_data)
         return Response(StartedSessionSerializer(started).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses={200: SessionSerializer(many=True), **_errors(**BAD_PAGE, **UNAUTHENTICATED, **NO_PAGE)})
@@ -111,7 +121,8 @@ class SessionViewSet(viewsets.GenericViewSet):
     @extend_schema(
         methods=["POST"],
         request=PostMessageSerializer,
-        responses={201: MessageSerializer, **POST_MESSAGE_ERRORS},
+        parameters=[WAIT],
+        responses={201: PostedMessageSerializer, **POST_MESSAGE_ERRORS},
     )
     @action(detail=True, methods=["get", "post"])
     def messages(self, request: Request, session_id: str) -> Response:
@@ -121,7 +132,16 @@ class SessionViewSet(viewsets.GenericViewSet):
         payload = PostMessageSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         message = services.message_post(user=request.user, session_id=session_id, **payload.validated_data)
-        return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
+        if request.query_params.get("wait") == "true" and message.reply_seq is not None:
+            reply = services.reply_wait(session_id=session_id, seq=message.reply_seq)
+            return Response(PostedMessageSerializer(reply).data, status=status.HTTP_201_CREATED)
+        return Response(PostedMessageSerializer(message).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: StopSerializer, **STOP_ERRORS})
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, session_id: str) -> Response:
+        stopped = services.session_stop(user=request.user, session_id=session_id)
+        return Response(StopSerializer({"stopped": stopped}).data)
 
     @extend_schema(request=None, responses={200: LiveStateSerializer, **END_ERRORS})
     @action(detail=True, methods=["post"])

@@ -9,20 +9,25 @@ from typing import TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.converter import value_to_type
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from chat.types import (
+        ASSISTANT_TURNS_PATCH,
         CLIENT_UPDATE_PREFIX,
         INVALID_MESSAGE,
         SESSION_ENDED,
         ChatMessageData,
         KeyedMessage,
+        MessageStatus,
         SessionCarry,
         SessionEnd,
         SessionOptions,
         SessionState,
         SessionStatus,
+        Turn,
+        TurnResult,
     )
 
 T = TypeVar("T")
@@ -69,6 +74,11 @@ class ChatSessionWorkflow:
         self.start_logged = carry is not None
         self.messages_this_run = 0
         self.persisting = 0
+        # User messages waiting for the assistant's reply, answered one at a time, oldest first.
+        self.pending_turns: list[Turn] = list(carry.pending_turns) if carry else []
+        self.unstored: set[int] = set()  # user messages numbered but not yet stored (none at continue-as-new)
+        self.turn: ActivityHandle[TurnResult] | None = None
+        self.last_reply_status: MessageStatus | None = None
 
     @workflow.run
     async def run(
@@ -81,6 +91,9 @@ class ChatSessionWorkflow:
             self.start_logged = True
         self._show()
         while self.status == SessionStatus.ACTIVE:
+            if self.pending_turns:
+                await self._answer(self.pending_turns[0])
+                continue
             if self._continue_as_new_due() and workflow.all_handlers_finished():
                 workflow.continue_as_new(args=[user_id, session_id, self.options, self._carry()])
             idle_left = (self._idle_deadline() - workflow.now()).total_seconds()
@@ -95,6 +108,7 @@ class ChatSessionWorkflow:
                     lambda seen=self.message_count: (
                         self.status != SessionStatus.ACTIVE
                         or self.message_count != seen
+                        or bool(self.pending_turns)
                         or (self._continue_as_new_due() and workflow.all_handlers_finished())
                     ),
                     timeout=idle_left,
@@ -107,21 +121,35 @@ class ChatSessionWorkflow:
 
     @workflow.update
     async def post_message(self, content: str) -> ChatMessageData:
+        """Stores a user message and queues the assistant's reply to it, whose seq is the next one."""
         update = workflow.current_update_info()
         key = update.id if update and update.id.startswith(CLIENT_UPDATE_PREFIX) else None
         if key in self.keyed:  # a client's retry that reached a later run: the message is already stored
             return self.keyed[key]
-        # Sequence numbers are taken before any await, so concurrent posts never share one.
-        self.message_count += 1
+        answered = workflow.patched(ASSISTANT_TURNS_PATCH)
+        # Sequence numbers are taken before any await, so concurrent posts never share one; the reply's is taken
+        # with its message's, so the answer can name it and replies keep their messages' order.
+        self.message_count += 2 if answered else 1
         self.messages_this_run += 1
-        message = ChatMessageData(seq=self.message_count, role="user", content=content, created_at=workflow.now())
+        reply_seq = self.message_count if answered else None
+        message = ChatMessageData(
+            seq=self.message_count - 1 if answered else self.message_count,
+            role="user",
+            content=content,
+            created_at=workflow.now(),
+            reply_seq=reply_seq,
+        )
         self.last_activity_at = message.created_at
+        if reply_seq is not None:  # queued now, in seq order; answered once stored
+            self.pending_turns.append(Turn(self.session_id, message.seq, reply_seq))
+            self.unstored.add(message.seq)
         self.persisting += 1
         try:
             await workflow.wait_condition(lambda: self.start_logged)
             await workflow.execute_activity("persist_message", args=[self.session_id, message], **self._db())
         finally:
             self.persisting -= 1
+        self.unstored.discard(message.seq)
         if key:
             self.keyed[key] = message
             while len(self.keyed) > KEYED_MESSAGES_KEPT:
@@ -151,6 +179,20 @@ class ChatSessionWorkflow:
     def _validate_end_session(self, ended_by: str | None = None) -> None:
         self._require_active()
 
+    @workflow.update
+    async def stop_reply(self) -> bool:
+        """Stops the reply being written, keeping what it wrote; False when none was (or it finished first)."""
+        if self.turn is None:
+            return False
+        stopping = self.pending_turns[0].reply_seq
+        self.turn.cancel()
+        await workflow.wait_condition(lambda: not self.pending_turns or self.pending_turns[0].reply_seq != stopping)
+        return self.last_reply_status == MessageStatus.STOPPED
+
+    @stop_reply.validator
+    def _validate_stop_reply(self) -> None:
+        self._require_active()
+
     @workflow.query
     def get_state(self) -> SessionState:
         return self.state()
@@ -165,6 +207,8 @@ class ChatSessionWorkflow:
             last_activity_at=self.last_activity_at,
             ended_at=self.ended_at,
             idle_timeout_seconds=self.options.idle_timeout_seconds,
+            writing_reply=self.pending_turns[0].reply_seq if self.turn else None,
+            replies_pending=len(self.pending_turns),
         )
 
     def _require_active(self) -> None:
@@ -175,11 +219,54 @@ class ChatSessionWorkflow:
         self.status = status
         self.ended_at = workflow.now()
         self._show()
+        if self.turn is not None:  # the reply being written stops, and is kept as far as it got
+            self.turn.cancel()
+            await workflow.wait_condition(lambda: self.turn is None)
         # Messages already accepted are stored before the end is, so the record never counts a missing message.
         await workflow.wait_condition(lambda: self.persisting == 0)
         await workflow.wait_condition(lambda: self.start_logged)
         end = SessionEnd(self.session_id, status, self.ended_at, self.message_count, ended_by)
         await workflow.execute_activity("log_session_end", end, **self._db())
+
+    async def _answer(self, turn: Turn) -> None:
+        """Runs the assistant's turn for one user message; a reply that failed or was stopped is recorded too."""
+        await workflow.wait_condition(lambda: turn.user_seq not in self.unstored)
+        if self.status != SessionStatus.ACTIVE:  # ended meanwhile: the message stays unanswered
+            self.pending_turns.pop(0)
+            return
+        self.turn = workflow.start_activity(
+            "run_turn",
+            turn,
+            result_type=TurnResult,
+            start_to_close_timeout=timedelta(seconds=self.options.turn_timeout_seconds),
+            heartbeat_timeout=timedelta(seconds=self.options.turn_heartbeat_seconds),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=30),
+                maximum_attempts=self.options.turn_attempts,
+            ),
+            # A stop reaches the activity through its heartbeat; it stores what it wrote before it ends.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=f"reply {turn.reply_seq} to message {turn.user_seq}",
+        )
+        self._show()
+        try:
+            result = await self.turn
+            self.last_activity_at = result.completed_at  # the stored reply's time, so record and state agree
+            self.last_reply_status = result.status
+        except ActivityError as failure:
+            stopped = isinstance(failure.cause, CancelledError)
+            status = MessageStatus.STOPPED if stopped else MessageStatus.FAILED
+            # The first write of a seq wins: a stop the activity already stored, with its text, stays as it is.
+            reply = ChatMessageData(turn.reply_seq, "assistant", "", workflow.now(), status=status)
+            self.last_activity_at = reply.created_at
+            self.last_reply_status = status
+            await workflow.execute_activity("persist_message", args=[self.session_id, reply], **self._db())
+        finally:
+            self.turn = None
+        self.pending_turns.pop(0)
+        self._show()
 
     def _db(self) -> dict:
         return {
@@ -200,12 +287,13 @@ class ChatSessionWorkflow:
             message_count=self.message_count,
             last_activity_at=self.last_activity_at,
             keyed_messages=[KeyedMessage(key, message) for key, message in self.keyed.items()],
+            pending_turns=list(self.pending_turns),
         )
 
     def _show(self) -> None:
         last = self.last_activity_at.isoformat(timespec="seconds") if self.last_activity_at else "none yet"
+        writing = f"writing reply {self.pending_turns[0].reply_seq} · " if self.turn else ""
         workflow.set_current_details(
             f"**{self.status.value}** · {self.message_count} message{'' if self.message_count == 1 else 's'} · "
-            f"last message {last} · "
-            f"idle timeout {self.options.idle_timeout_seconds:g}s"
+            f"{writing}last message {last} · idle timeout {self.options.idle_timeout_seconds:g}s"
         )

@@ -9,10 +9,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from chat.exceptions import (
     InvalidMessage,
+    ReplyPending,
     SessionEnded,
     SessionExists,
     SessionNotFound,
     TemporalUnavailable,
+    TokenBudgetExceeded,
     WorkflowUnreadable,
 )
 
@@ -24,7 +26,9 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     SessionEnded: status.HTTP_409_CONFLICT,
     SessionExists: status.HTTP_409_CONFLICT,
     TemporalUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
-    WorkflowUnreadable: status.HTTP_502_BAD_GATEWAY,  # Temporal answered, but refused (configuration, retention)
+    TokenBudgetExceeded: status.HTTP_429_TOO_MANY_REQUESTS,
+    WorkflowUnreadable: status.HTTP_502_BAD_GATEWAY,
+    ReplyPending: status.HTTP_504_GATEWAY_TIMEOUT,  # Temporal answered, but refused (configuration, retention)
 }
 RETRY_AFTER_SECONDS = 5
 
@@ -41,8 +45,8 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     for error_type, code in STATUS_BY_ERROR.items():
         if isinstance(exc, error_type):
             response = Response({"detail": str(exc)}, status=code)
-            if code == status.HTTP_503_SERVICE_UNAVAILABLE:
-                response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            if code in (status.HTTP_429_TOO_MANY_REQUESTS, status.HTTP_503_SERVICE_UNAVAILABLE):
+                response["Retry-After"] = str(getattr(exc, "retry_after", RETRY_AFTER_SECONDS))
             return response
     if isinstance(exc, exceptions.ValidationError):
         return Response({"detail": " ".join(_flatten(exc.detail)), "errors": exc.detail}, status=exc.status_code)

@@ -185,6 +185,38 @@ if min(CHAT_SESSION_IDLE_TIMEOUT, CHAT_MESSAGE_MAX_LENGTH, CHAT_ACTIVITY_TIMEOUT
         "CHAT_SESSION_IDLE_TIMEOUT, CHAT_MESSAGE_MAX_LENGTH and CHAT_ACTIVITY_TIMEOUT must be positive."
     )
 
+# The assistant (chat.assistant): a pydantic-ai model string; `demo` is the built-in offline model.
+CHAT_ASSISTANT_MODEL: str = env.str("CHAT_ASSISTANT_MODEL", default="demo")
+CHAT_ASSISTANT_SYSTEM_PROMPT: str = env.str(
+    "CHAT_ASSISTANT_SYSTEM_PROMPT", default="You are a helpful assistant. Answer clearly and concisely."
+)
+# The demo model's pace, seconds a word: slow enough that a person sees the reply being written.
+CHAT_DEMO_WORD_DELAY: float = _read(env.float, "CHAT_DEMO_WORD_DELAY", 0.04)
+# How much of the conversation goes to the model with each turn: the newest whole messages that fit.
+CHAT_ASSISTANT_CONTEXT_CHARS: int = _read(env.int, "CHAT_ASSISTANT_CONTEXT_CHARS", 24000)
+# Tokens (in + out) a user's replies may use per UTC day; past it, a new message answers 429. 0: no limit.
+CHAT_USER_DAILY_TOKENS: int = _read(env.int, "CHAT_USER_DAILY_TOKENS", 200_000)
+# The assistant's turn (an activity): how long one attempt may take, how soon a dead worker's attempt is retried
+# (its heartbeats stop), and how many attempts a reply gets before it is recorded as failed.
+CHAT_TURN_TIMEOUT: float = _read(env.float, "CHAT_TURN_TIMEOUT", SessionOptions.turn_timeout_seconds)
+CHAT_TURN_HEARTBEAT_TIMEOUT: float = _read(
+    env.float, "CHAT_TURN_HEARTBEAT_TIMEOUT", SessionOptions.turn_heartbeat_seconds
+)
+CHAT_TURN_ATTEMPTS: int = _read(env.int, "CHAT_TURN_ATTEMPTS", SessionOptions.turn_attempts)
+if min(CHAT_TURN_TIMEOUT, CHAT_TURN_HEARTBEAT_TIMEOUT, CHAT_TURN_ATTEMPTS) <= 0:
+    raise ImproperlyConfigured(
+        "CHAT_TURN_TIMEOUT, CHAT_TURN_HEARTBEAT_TIMEOUT and CHAT_TURN_ATTEMPTS must be positive."
+    )
+# Continue-as-new after this many messages in one run (0: whenever Temporal suggests it, by history size).
+CHAT_MAX_MESSAGES_PER_RUN: int = _read(env.int, "CHAT_MAX_MESSAGES_PER_RUN", 0)
+# How long POST .../messages/?wait=true waits for the reply before answering 504 (the reply goes on).
+CHAT_REPLY_WAIT_TIMEOUT: float = _read(env.float, "CHAT_REPLY_WAIT_TIMEOUT", 120.0)
+# Any OpenAI-compatible server (OpenAI, Ollama, vLLM, LiteLLM) for `openai:<model>`; empty: OpenAI's own.
+OPENAI_BASE_URL: str = env.str("OPENAI_BASE_URL", default="")
+OPENAI_API_KEY: str = env.str("OPENAI_API_KEY", default="")
+if CHAT_ASSISTANT_CONTEXT_CHARS <= 0 or CHAT_USER_DAILY_TOKENS < 0:
+    raise ImproperlyConfigured("CHAT_ASSISTANT_CONTEXT_CHARS must be positive and CHAT_USER_DAILY_TOKENS at least 0.")
+
 # Temporal (read by temporal_integration.conf, which validates them at start-up)
 TEMPORAL_ADDRESS: str = env.str("TEMPORAL_ADDRESS", default="localhost:7233")
 TEMPORAL_NAMESPACE: str = env.str("TEMPORAL_NAMESPACE", default="default")
@@ -204,6 +236,7 @@ TEMPORAL_ACTIVITIES = [
     "chat.activities.log_session_start",
     "chat.activities.persist_message",
     "chat.activities.log_session_end",
+    "chat.activities.run_turn",
 ]
 
 LOGGING = {

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections
 from django.utils.module_loading import import_string
@@ -32,6 +33,7 @@ from temporal_integration.client import TemporalUnavailable, connect
 from temporal_integration.conf import get_config
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def hosted(setting: str, paths: tuple[str, ...]) -> list[Any]:
@@ -64,14 +66,20 @@ class _DjangoConnectionsInbound(ActivityInboundInterceptor):
 
 def _with_fresh_connections(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
-    def run(*args: Any) -> Any:
+    def run(*args: Any, **kwargs: Any) -> Any:
         close_old_connections()
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         finally:
             close_old_connections()
 
     return run
+
+
+async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Runs sync (ORM) code from an async activity, on a thread, with the same connection hygiene as a sync
+    activity gets."""
+    return await sync_to_async(_with_fresh_connections(fn), thread_sensitive=False)(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,10 @@ class WorkerOptions:
     # Sessions kept in memory between their workflow tasks (the SDK's default); this bounds the worker's RSS.
     max_cached_workflows: int = 1000
     graceful_shutdown_timeout: timedelta = timedelta(seconds=10)
+    # How often a running activity's heartbeats reach the server at most. A cancel reaches the activity with a
+    # heartbeat's answer, so this bounds how long a user's Stop takes (the SDK's default is 80% of the heartbeat
+    # timeout: seconds).
+    max_heartbeat_throttle_interval: timedelta = timedelta(seconds=0.5)
     connect_timeout: float | None = None  # None: wait for the server for as long as it takes
     metrics_port: int | None = None  # serve the SDK's Prometheus metrics on 0.0.0.0:<port>/metrics
 
@@ -110,6 +122,7 @@ def build_worker(client: Client, options: WorkerOptions, hosting: Hosted, execut
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
         max_cached_workflows=options.max_cached_workflows,
         graceful_shutdown_timeout=options.graceful_shutdown_timeout,
+        max_heartbeat_throttle_interval=options.max_heartbeat_throttle_interval,
     )
 
 

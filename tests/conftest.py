@@ -13,12 +13,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import httpx
 import pytest
+import redis
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import override_settings
@@ -28,6 +30,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from temporal_integration.worker import WorkerOptions, run_worker
+from tests.model_server import ModelServer
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
@@ -51,6 +54,16 @@ def wait_for(condition: Callable[[], T], *, timeout: float = 60, what: str = "co
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+async def wait_until(read: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float = 10) -> T:
+    """Polls an async read until `ok` holds, failing the test at the deadline."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not ok(value := await read()):
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out after {within}s; last value {value!r}")
+        await asyncio.sleep(0.05)
+    return value
 
 
 class DevServer:
@@ -102,6 +115,18 @@ class DevServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+@pytest.fixture(autouse=True)
+def clean_redis_event_log() -> Iterator[None]:
+    """With CHAT_EVENT_LOG in Redis, each test starts from an empty log there, as it does from an empty database:
+    the tests reuse session ids. So give the tests a Redis database of their own (CI uses /15)."""
+    yield
+    if settings.CHAT_EVENT_LOG != "database":
+        client = redis.Redis.from_url(settings.CHAT_EVENT_LOG)
+        for key in client.scan_iter(match="chat:*", count=1000):
+            client.delete(key)
+        client.close()
 
 
 SERVER_FIXTURES = {"dev_server", "time_skipping_env"}
@@ -235,18 +260,26 @@ class WorkerProcess:
         self.process.wait(30)
 
 
+PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
+
+
 class WebServer:
-    """The web app under gunicorn, as deployed (see Procfile)."""
+    """The web app as production runs it: the Procfile's `web` command (uvicorn, ASGI), on a port of its own."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        command = next(line for line in PROCFILE.read_text().splitlines() if line.startswith("web:"))
+        env = {**env, "PORT": str(port), "WEB_CONCURRENCY": "2", "PATH": f"{BIN}:{os.environ['PATH']}"}
         with log.open("w") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "chatproject.wsgi", "--bind", self.url.removeprefix("http://"),
-                 "--workers", "2", "--threads", "16", "--worker-class", "gthread", "--no-control-socket"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
-            )  # fmt: skip
-        wait_for(self._healthy, timeout=30, what="gunicorn to answer /healthz")
+                ["bash", "-c", command.removeprefix("web:").strip()],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=PROCFILE.parent,
+            )
+        wait_for(self._healthy, timeout=30, what="the web process to answer /healthz")
 
     def _healthy(self) -> bool:
         try:
@@ -266,3 +299,22 @@ def token_client(username: str) -> APIClient:
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     client.user = user
     return client
+
+
+@pytest.fixture
+def model_server() -> Iterator[ModelServer]:
+    """A local OpenAI-compatible server (tests/model_server.py) with an empty script: it gives its default reply."""
+    with ModelServer() as server:
+        yield server
+
+
+TEST_MODEL = "openai:test-model"
+
+
+@pytest.fixture
+def assistant_model(settings, model_server: ModelServer) -> ModelServer:
+    """The project's assistant pointed at the local model server, through the real OpenAI provider path."""
+    settings.CHAT_ASSISTANT_MODEL = TEST_MODEL
+    settings.OPENAI_BASE_URL = model_server.url
+    settings.OPENAI_API_KEY = "test-key"
+    return model_server

@@ -10,12 +10,17 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from temporalio.client import Client, WorkflowHandle
-from temporalio.testing import WorkflowEnvironment
+import django
 
-from chat.types import SessionOptions
-from chat.workflows import ChatSessionWorkflow
-from tests.test_workflows import FakeDatabase, run_ids, session
+django.setup()  # the test helpers imported below reach Django's models
+
+from temporalio import activity  # noqa: E402
+from temporalio.client import Client, WorkflowHandle  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from chat.types import SessionOptions, Turn, TurnResult  # noqa: E402
+from chat.workflows import ChatSessionWorkflow  # noqa: E402
+from tests.test_workflows import FakeDatabase, answered, run_ids, session  # noqa: E402
 
 HISTORIES = Path(__file__).parent / "histories"
 TEMPORAL_CLI = str(Path(sys.executable).parent / "temporal")
@@ -34,7 +39,7 @@ async def record(client: Client) -> None:
     async with session(client, db.activities(), SessionOptions(idle_timeout_seconds=3600)) as handle:
         for text in ["hello", "how are you?", "bye"]:
             await handle.execute_update(ChatSessionWorkflow.post_message, text)
-        await handle.query(ChatSessionWorkflow.get_state)
+        await answered(handle)
         await handle.execute_update(ChatSessionWorkflow.end_session, "7")  # ended by its owner, named
         await handle.result()
         await save(client, "messages-then-end", handle)
@@ -56,6 +61,25 @@ async def record(client: Client) -> None:
         await h.execute_update(ChatSessionWorkflow.end_session)
         await h.result()
         await save(client, "keyed-retry", h)
+
+    start, persist, end, _ = db.activities()
+    writing = asyncio.Event()
+
+    @activity.defn(name="run_turn")
+    async def endless_turn(turn: Turn) -> TurnResult:
+        writing.set()
+        while True:  # until the stop's cancel arrives with a heartbeat's answer
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
+
+    options = SessionOptions(idle_timeout_seconds=3600, turn_heartbeat_seconds=1)
+    async with session(client, [start, persist, end, endless_turn], options) as h:
+        await h.execute_update(ChatSessionWorkflow.post_message, "go on forever")
+        await writing.wait()
+        await h.execute_update(ChatSessionWorkflow.stop_reply)
+        await h.execute_update(ChatSessionWorkflow.end_session)
+        await h.result()
+        await save(client, "reply-stopped", h)
 
 
 async def main() -> None:

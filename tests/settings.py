@@ -10,6 +10,9 @@ os.environ.setdefault("TEMPORAL_ADDRESS", "127.0.0.1:9")
 # Tests start many sessions as one user; the throttling test sets its own rates.
 os.environ.setdefault("CHAT_THROTTLE_SESSION_START", "100000/min")
 os.environ.setdefault("CHAT_THROTTLE_MESSAGE_POST", "100000/min")
+# The demo model answers every message the tests post; at a person's pace it would slow every test that posts one.
+# The tests of streaming drive a model server at a pace of their own. (Worker processes inherit this.)
+os.environ.setdefault("CHAT_DEMO_WORD_DELAY", "0.001")
 
 from chatproject.settings import *  # noqa: F403
 from chatproject.settings import DATABASES, VAR_DIR

@@ -1,5 +1,7 @@
 """The admin as an operations console: badges, live workflow state, and ending sessions through Temporal."""
 
+import re
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -25,10 +27,9 @@ def staff(client):
 
 def started(owner: APIClient, session_id: str, messages: int = 0) -> ChatSession:
     assert owner.post("/api/sessions/", {"session_id": session_id}, format="json").status_code == 202
-    for n in range(messages):
-        assert (
-            owner.post(f"/api/sessions/{session_id}/messages/", {"content": f"m{n}"}, format="json").status_code == 201
-        )
+    for n in range(messages):  # each answered before the next
+        url = f"/api/sessions/{session_id}/messages/?wait=true"
+        assert owner.post(url, {"content": f"m{n}"}, format="json").status_code == 201
     return wait_for(lambda: ChatSession.objects.filter(session_id=session_id).first(), what="the record")
 
 
@@ -38,7 +39,7 @@ def test_the_list_shows_status_badges_and_message_counts(owner, staff, worker):
     html = staff.get(CHANGELIST).content.decode()
 
     assert ">Active</span>" in html
-    assert '<td class="field-message_count">2</td>' in html
+    assert '<td class="field-message_count">4</td>' in html  # two messages, two replies
 
 
 def test_search_finds_sessions_by_user_and_by_session_id(owner, staff, worker):
@@ -54,7 +55,9 @@ def test_the_detail_page_shows_the_live_workflow_state(owner, staff, worker):
 
     html = staff.get(f"{CHANGELIST}{session.pk}/change/").content.decode()
 
-    assert "workflow RUNNING · 3 messages" in html
+    assert "workflow RUNNING · 6 messages" in html
+    assert len(re.findall(r'field-model">\s*<p>demo</p>', html)) == 3  # each reply, with its model
+    assert len(re.findall(r'field-reply">\s*<p>Complete</p>', html)) == 3
     assert html.count(">Active</span>") == 1  # the status, once
     assert "m2" in html  # the inline messages
 

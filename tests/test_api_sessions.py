@@ -31,40 +31,52 @@ def post(api: APIClient, session_id: str, content: object):
     return api.post(f"/api/sessions/{session_id}/messages/", {"content": content}, format="json")
 
 
-def test_start_three_messages_detail_end_then_409(alice, worker):
+def test_start_three_messages_each_answered_detail_end_then_409(alice, worker):
     session_id = start(alice, "flow")
 
     posted = [post(alice, session_id, text) for text in ["hello", "how are you?", "bye"]]
+    detail = wait_for(lambda: answered(alice, session_id), what="the three replies")
 
     assert [r.status_code for r in posted] == [201, 201, 201]
-    assert [(r.json()["seq"], r.json()["role"], r.json()["content"]) for r in posted] == [
-        (1, "user", "hello"), (2, "user", "how are you?"), (3, "user", "bye"),
-    ]  # fmt: skip
-    detail = alice.get(f"/api/sessions/{session_id}/").json()
-    assert (detail["status"], detail["message_count"]) == ("active", 3)
+    assert [(r.json()["seq"], r.json()["reply_seq"], r.json()["content"]) for r in posted] == [
+        (1, 2, "hello"),
+        (3, 4, "how are you?"),
+        (5, 6, "bye"),
+    ]
+    assert (detail["status"], detail["message_count"]) == ("active", 6)
     assert detail["live"]["status"] == "active"
     assert detail["live"]["started_at"] == detail["started_at"]  # the record carries the workflow's start
-    assert detail["live"]["message_count"] == 3
-    assert detail["live"]["last_activity_at"] == posted[-1].json()["created_at"]
-    assert detail["last_activity_at"] == posted[-1].json()["created_at"]
+    assert (detail["live"]["message_count"], detail["live"]["writing_reply"]) == (6, None)
+    assert detail["live"]["last_activity_at"] == detail["last_activity_at"]  # the last reply's
     assert detail["temporal_ui_url"].endswith("/workflows/chat-session-flow")
 
     ended = alice.post(f"/api/sessions/{session_id}/end/")
 
     assert ended.status_code == 200
-    assert (ended.json()["status"], ended.json()["message_count"]) == ("ended", 3)
+    assert (ended.json()["status"], ended.json()["message_count"]) == ("ended", 6)
     after = post(alice, session_id, "anyone?")
     assert after.status_code == 409
     assert after.json() == {"detail": "Session 'flow' has ended. Start a new session to go on."}
     assert alice.post(f"/api/sessions/{session_id}/end/").status_code == 409
-    session = wait_for(lambda: ChatSession.objects.filter(session_id=session_id, status="ended").first(),
-                       what="the end to be recorded")  # fmt: skip
+    session = wait_for(
+        lambda: ChatSession.objects.filter(session_id=session_id, status="ended").first(), what="the end to be recorded"
+    )
     assert session.ended_at.isoformat().replace("+00:00", "Z") == ended.json()["ended_at"]
-    assert list(session.messages.values_list("seq", "content")) == [(1, "hello"), (2, "how are you?"), (3, "bye")]
-    assert session.message_count == 3
-    listed = alice.get(f"/api/sessions/{session_id}/messages/").json()
-    assert [(m["seq"], m["content"]) for m in listed["results"]] == [(1, "hello"), (2, "how are you?"), (3, "bye")]
+    assert (session.message_count, session.ended_by, session.ended_at is not None) == (6, alice.user, True)
+    listed = alice.get(f"/api/sessions/{session_id}/messages/").json()["results"]
+    assert [(m["seq"], m["role"]) for m in listed] == [(n, "user" if n % 2 else "assistant") for n in range(1, 7)]
+    assert [m["content"] for m in listed if m["role"] == "user"] == ["hello", "how are you?", "bye"]
+    assert all(m["model"] == "demo" and m["status"] == "complete" for m in listed if m["role"] == "assistant")
     assert alice.get(f"/api/sessions/{session_id}/").json()["live"] is None
+
+
+def answered(client, session_id: str) -> dict | None:
+    """The session's detail once no reply is pending, else None."""
+    detail = client.get(f"/api/sessions/{session_id}/").json()
+    live = detail["live"]
+    return (
+        detail if live and live["replies_pending"] == 0 and detail["message_count"] == live["message_count"] else None
+    )
 
 
 def test_a_message_right_after_start_is_accepted_before_the_record_exists(alice, worker):
@@ -234,8 +246,8 @@ def test_a_retried_post_with_the_same_client_message_id_is_stored_once(alice, wo
 
     assert (first.status_code, again.status_code, other.status_code) == (201, 201, 201)
     assert again.json() == first.json()
-    assert other.json()["seq"] == 2
-    assert list(ChatMessage.objects.values_list("seq", flat=True).order_by("seq")) == [1, 2]
+    assert (first.json()["seq"], other.json()["seq"]) == (1, 3)
+    assert list(ChatMessage.objects.filter(role="user").values_list("seq", flat=True).order_by("seq")) == [1, 3]
 
 
 def test_a_post_to_a_fresh_session_whose_worker_is_not_up_answers_503_not_500(alice, dev_server, settings):

@@ -18,6 +18,7 @@ from tests.conftest import DevServer, WorkerProcess, free_port, wait_for
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 pytestmark = [
+    pytest.mark.temporal,  # starts a dev server of its own, with the Web UI
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)"),
 ]
@@ -48,7 +49,8 @@ def test_an_operator_finds_a_session_ends_it_and_follows_it_into_the_temporal_we
     api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owner).key}")
     assert api.post("/api/sessions/", {"session_id": "in-the-browser"}, format="json").status_code == 202
     wait_for(lambda: ChatSession.objects.filter(session_id="in-the-browser").exists(), what="the worker to record it")
-    assert api.post("/api/sessions/in-the-browser/messages/", {"content": "hello"}, format="json").status_code == 201
+    url = "/api/sessions/in-the-browser/messages/?wait=true"  # answered (by the worker's demo model) before we look
+    assert api.post(url, {"content": "hello"}, format="json").status_code == 201
 
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(
@@ -67,7 +69,7 @@ def test_an_operator_finds_a_session_ends_it_and_follows_it_into_the_temporal_we
         page.screenshot(path=ARTIFACTS / "admin-changelist.png")
 
         page.get_by_role("link", name="in-the-browser").click()
-        page.get_by_text("workflow RUNNING · 1 messages").wait_for()
+        page.get_by_text("workflow RUNNING · 2 messages").wait_for()
         page.screenshot(path=ARTIFACTS / "admin-session.png", full_page=True)
         with page.expect_popup() as popup:
             page.get_by_role("link", name="open workflow").click()

@@ -1,7 +1,8 @@
 """Load without loss: many sessions and messages at once through a real HTTP server, then an exact audit.
 
-1,000 sessions and 5,000 messages go through gunicorn from a real HTTP client (httpx), 32 at a time; then
-every session's database rows and its workflow's own state must agree, count for count and seq for seq.
+500 sessions and 2,500 messages go through the Procfile's web server from a real HTTP client (httpx), 32 at a
+time, and the worker's (demo) assistant answers every message; then every session's database rows and its
+workflow's own state must agree, count for count and seq for seq. LOAD_SESSIONS sets the number of sessions.
 """
 
 import asyncio
@@ -16,11 +17,11 @@ from temporalio.client import Client
 
 from chat.models import ChatMessage, ChatSession
 from chat.workflows import ChatSessionWorkflow, workflow_id_for
-from tests.conftest import WebServer, WorkerProcess, app_env
+from tests.conftest import WebServer, WorkerProcess, app_env, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
-SESSIONS = int(os.environ.get("LOAD_SESSIONS", "1000"))
+SESSIONS = int(os.environ.get("LOAD_SESSIONS", "500"))
 MESSAGES_PER_SESSION = 5
 CONCURRENCY = 32
 
@@ -48,7 +49,7 @@ async def post_with_retry(client: httpx.AsyncClient, url: str, body: dict, expec
 
 async def run_load(url: str, tokens: list[str], run: str) -> dict[str, list[int]]:
     limit = asyncio.Semaphore(CONCURRENCY)
-    # Idle connections are dropped before gunicorn's 2 s keep-alive closes them under a request in flight.
+    # Idle connections are dropped before the server's keep-alive closes them under a request in flight.
     limits = httpx.Limits(keepalive_expiry=1)
     clients = [
         httpx.AsyncClient(base_url=url, headers={"Authorization": f"Token {t}"}, timeout=60, limits=limits)
@@ -73,14 +74,15 @@ async def run_load(url: str, tokens: list[str], run: str) -> dict[str, list[int]
             await client.aclose()
 
 
-async def workflow_states(address: str, session_ids: list[str]) -> dict[str, tuple[str, int]]:
+async def workflow_states(address: str, session_ids: list[str]) -> dict[str, tuple[str, int, int]]:
+    """Each session's (status, message count, replies still to write), as its workflow says."""
     client = await Client.connect(address)
     limit = asyncio.Semaphore(CONCURRENCY)
 
-    async def state(session_id: str) -> tuple[str, tuple[str, int]]:
+    async def state(session_id: str) -> tuple[str, tuple[str, int, int]]:
         async with limit:
             s = await client.get_workflow_handle(workflow_id_for(session_id)).query(ChatSessionWorkflow.get_state)
-            return session_id, (s.status, s.message_count)
+            return session_id, (s.status, s.message_count, s.replies_pending)
 
     return dict(await asyncio.gather(*(state(s) for s in session_ids)))
 
@@ -93,23 +95,32 @@ def test_sessions_and_messages_under_load_agree_exactly_in_the_database_and_the_
     web = WebServer(env, tmp_path / "web.log")
     try:
         answered = asyncio.run(run_load(web.url, tokens, run=queue[-8:]))
-        states = asyncio.run(workflow_states(dev_server.address, list(answered)))
+
+        def all_replied() -> dict | None:
+            states = asyncio.run(workflow_states(dev_server.address, list(answered)))
+            return states if all(pending == 0 for _, _, pending in states.values()) else None
+
+        states = wait_for(all_replied, timeout=600, what="every message's reply")
     finally:
         web.stop()
         assert worker.terminate() == 0
 
-    expected = list(range(1, MESSAGES_PER_SESSION + 1))
+    # Every message takes an odd seq and its reply the next one.
+    total = 2 * MESSAGES_PER_SESSION
     assert len(answered) == SESSIONS
-    assert all(sorted(seqs) == expected for seqs in answered.values())
-    assert states == {session_id: ("active", MESSAGES_PER_SESSION) for session_id in answered}
+    assert all(sorted(seqs) == list(range(1, total, 2)) for seqs in answered.values())
+    assert states == {session_id: ("active", total, 0) for session_id in answered}
     sessions = ChatSession.objects.filter(session_id__in=answered)
     assert sessions.count() == SESSIONS
-    assert set(sessions.values_list("message_count", flat=True)) == {MESSAGES_PER_SESSION}
-    stored: dict[str, list[tuple[int, str]]] = {}
-    for session_id, seq, content in ChatMessage.objects.filter(session__in=sessions).values_list(
-        "session__session_id", "seq", "content"
+    assert set(sessions.values_list("message_count", flat=True)) == {total}
+    stored: dict[str, list[tuple[int, str, str]]] = {}
+    for session_id, seq, role, content, status in ChatMessage.objects.filter(session__in=sessions).values_list(
+        "session__session_id", "seq", "role", "content", "status"
     ):
-        stored.setdefault(session_id, []).append((seq, content))
+        assert status == "complete"
+        stored.setdefault(session_id, []).append((seq, role, content if role == "user" else ""))
     assert len(stored) == SESSIONS
     for session_id, rows in stored.items():
-        assert sorted(rows) == [(m + 1, f"{session_id}/{m}") for m in range(MESSAGES_PER_SESSION)]
+        users = [(2 * m + 1, "user", f"{session_id}/{m}") for m in range(MESSAGES_PER_SESSION)]
+        replies = [(2 * m + 2, "assistant", "") for m in range(MESSAGES_PER_SESSION)]
+        assert sorted(rows) == sorted(users + replies)

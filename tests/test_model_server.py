@@ -14,8 +14,6 @@ from pydantic_ai.providers.openai import OpenAIProvider
 
 from tests.model_server import DropAfter, Fail, Hang, Reply
 
-pytest_plugins = ["tests.fixtures_model"]
-
 USER = [{"role": "user", "content": "hello there"}]
 
 

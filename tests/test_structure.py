@@ -65,7 +65,9 @@ def settings_with(env: dict[str, str], *, debug: bool = True) -> dict[str, str]:
 def test_env_example_documents_the_defaults_the_code_has():
     documented = {
         name: value
-        for name, value in re.findall(r"^# ([A-Z][A-Z0-9_]+)=(\S*)", (ROOT / ".env.example").read_text(), re.M)
+        for name, value in re.findall(
+            r"^# ([A-Z][A-Z0-9_]+)=(.*?)(?:\s+#.*)?$", (ROOT / ".env.example").read_text(), re.M
+        )
         if name not in PATH_VALUED
     }
     assert len(documented) >= 20

@@ -12,13 +12,13 @@ from temporalio.client import Client
 from chat.models import ChatSession
 from chat.types import SessionState
 from chat.workflows import ChatSessionWorkflow, workflow_id_for
-from tests.conftest import DevServer, WorkerProcess, free_port, temporal_cli, wait_for
+from tests.conftest import DevServer, WorkerProcess, free_port, temporal_cli, wait_for, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def run_session(address: str, task_queue: str, user_id: str, session_id: str) -> SessionState:
-    """Starts a session, posts one message, ends it, and returns its final state."""
+    """Starts a session, posts one message, waits for the (demo model's) reply, ends it, returns its final state."""
 
     async def run() -> SessionState:
         client = await Client.connect(address)
@@ -26,6 +26,7 @@ def run_session(address: str, task_queue: str, user_id: str, session_id: str) ->
             ChatSessionWorkflow.run, args=[user_id, session_id], id=workflow_id_for(session_id), task_queue=task_queue
         )
         await handle.execute_update(ChatSessionWorkflow.post_message, "hello")
+        await wait_until(lambda: handle.query(ChatSessionWorkflow.get_state), lambda s: s.replies_pending == 0)
         await handle.execute_update(ChatSessionWorkflow.end_session)
         return await handle.result()
 
@@ -42,10 +43,13 @@ def test_worker_runs_a_session_to_completion_and_exits_0_on_sigterm(dev_server, 
     try:
         final = run_session(dev_server.address, worker.task_queue, str(user.pk), "sub-1")
 
-        assert (final.status, final.message_count) == ("ended", 1)
+        assert (final.status, final.message_count) == ("ended", 2)
         session = ChatSession.objects.get(session_id="sub-1")
-        assert (session.user, session.status, session.message_count) == (user, "ended", 1)
-        assert session.messages.get().content == "hello"
+        assert (session.user, session.status, session.message_count) == (user, "ended", 2)
+        assert list(session.messages.values_list("role", "status", "model")) == [
+            ("user", "complete", ""),
+            ("assistant", "complete", "demo"),
+        ]
     finally:
         exit_code = worker.terminate()
     assert exit_code == 0, worker.output()
@@ -53,6 +57,7 @@ def test_worker_runs_a_session_to_completion_and_exits_0_on_sigterm(dev_server, 
     assert "Traceback" not in worker.output()
 
 
+@pytest.mark.temporal  # starts a dev server of its own, late
 def test_worker_waits_for_a_server_that_starts_later(user, tmp_path):
     port = free_port()
     worker = WorkerProcess(f"127.0.0.1:{port}", log=tmp_path / "worker.log")
@@ -111,7 +116,7 @@ def test_worker_without_a_sticky_cache_replays_every_turn_and_still_completes(de
         final = run_session(dev_server.address, worker.task_queue, str(user.pk), f"nocache-{uuid.uuid4().hex}")
     finally:
         exit_code = worker.terminate()
-    assert (final.status, final.message_count) == ("ended", 1)
+    assert (final.status, final.message_count) == ("ended", 2)
     assert exit_code == 0, worker.output()
     assert "Nondeterminism" not in worker.output()
 

@@ -2,10 +2,10 @@ import asyncio
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import pytest
@@ -20,13 +20,22 @@ from chat.types import (
     INVALID_MESSAGE,
     SESSION_ENDED,
     ChatMessageData,
+    MessageStatus,
     SessionEnd,
     SessionOptions,
+    SessionState,
     SessionStatus,
+    Turn,
+    TurnResult,
 )
 from chat.workflows import ChatSessionWorkflow, workflow_id_for
+from tests.conftest import wait_until
 
 T = TypeVar("T")
+
+
+def workflow_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -36,6 +45,7 @@ class FakeDatabase:
     starts: list[tuple[str, str]] = field(default_factory=list)
     messages: list[ChatMessageData] = field(default_factory=list)
     ends: list[SessionEnd] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
 
     def activities(self) -> list:
         @activity.defn(name="log_session_start")
@@ -51,7 +61,17 @@ class FakeDatabase:
         async def log_session_end(end: SessionEnd) -> None:
             self.ends.append(end)
 
-        return [log_session_start, persist_message, log_session_end]
+        @activity.defn(name="run_turn")
+        async def run_turn(turn: Turn) -> TurnResult:
+            self.turns.append(turn)
+            reply = ChatMessageData(turn.reply_seq, "assistant", f"re {turn.user_seq}", workflow_now(), model="fake")
+            self.messages.append(reply)
+            return TurnResult(turn.reply_seq, MessageStatus.COMPLETE, "fake", 1, 2, reply.created_at)
+
+        return [log_session_start, persist_message, log_session_end, run_turn]
+
+    def user_messages(self) -> list[ChatMessageData]:
+        return [m for m in self.messages if m.role == "user"]
 
 
 @asynccontextmanager
@@ -90,16 +110,6 @@ async def dev_client(dev_server) -> Client:
     return await Client.connect(dev_server.address)
 
 
-async def wait_until(read: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float = 10) -> T:
-    """Polls an async read until `ok` holds, failing at the deadline."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not ok(value := await read()):
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out after {within}s; last value {value!r}")
-        await asyncio.sleep(0.05)
-    return value
-
-
 # Updates on the dev server use these: its timers run in real time, so the idle timeout is an input.
 NO_IDLE = SessionOptions(idle_timeout_seconds=3600)
 
@@ -136,44 +146,59 @@ async def test_each_message_restarts_the_idle_timeout(dev_client):
     assert state.ended_at - state.started_at >= idle + (message.created_at - state.started_at)
 
 
-async def test_messages_get_consecutive_sequence_numbers_and_are_stored(dev_client):
+async def answered(handle: WorkflowHandle) -> SessionState:
+    """The session's state once no reply is waiting to be written."""
+    return await wait_until(
+        lambda: handle.query(ChatSessionWorkflow.get_state),
+        lambda state: state.replies_pending == 0,
+    )
+
+
+async def test_each_message_and_its_reply_take_consecutive_sequence_numbers_and_are_stored(dev_client):
     db = FakeDatabase()
     async with session(dev_client, db.activities(), NO_IDLE) as handle:
         posted = [await handle.execute_update(ChatSessionWorkflow.post_message, f"m{i}") for i in range(1, 4)]
-        state = await handle.query(ChatSessionWorkflow.get_state)
+        state = await answered(handle)
         final = await handle.execute_update(ChatSessionWorkflow.end_session)
         await handle.result()
 
-    assert [(m.seq, m.role, m.content) for m in posted] == [(1, "user", "m1"), (2, "user", "m2"), (3, "user", "m3")]
-    assert db.messages == posted
-    assert (state.status, state.message_count, state.last_activity_at) == ("active", 3, posted[-1].created_at)
-    assert (final.status, final.message_count) == (SessionStatus.ENDED, 3)
-    assert db.ends == [SessionEnd("s-1", SessionStatus.ENDED, final.ended_at, 3)]
+    assert [(m.seq, m.reply_seq, m.content) for m in posted] == [(1, 2, "m1"), (3, 4, "m2"), (5, 6, "m3")]
+    assert [(m.seq, m.role) for m in db.messages] == [(n, "user" if n % 2 else "assistant") for n in range(1, 7)]
+    assert db.turns == [Turn("s-1", n, n + 1) for n in (1, 3, 5)]
+    assert (state.status, state.message_count) == ("active", 6)
+    assert (final.status, final.message_count) == (SessionStatus.ENDED, 6)
+    assert db.ends == [SessionEnd("s-1", SessionStatus.ENDED, final.ended_at, 6)]
 
 
-async def test_concurrent_messages_never_share_a_sequence_number(dev_client):
+async def test_concurrent_messages_never_share_a_sequence_number_and_are_answered_in_order(dev_client):
     db = FakeDatabase()
     async with session(dev_client, db.activities(), NO_IDLE) as handle:
         posted = await asyncio.gather(
             *(handle.execute_update(ChatSessionWorkflow.post_message, f"m{i}") for i in range(20))
         )
+        await answered(handle)
         await handle.execute_update(ChatSessionWorkflow.end_session)
 
-    assert sorted(m.seq for m in posted) == list(range(1, 21))
-    assert sorted(m.seq for m in db.messages) == list(range(1, 21))
+    assert sorted(m.seq for m in posted) == list(range(1, 41, 2))
+    assert all(m.reply_seq == m.seq + 1 for m in posted)
+    assert [turn.user_seq for turn in db.turns] == list(range(1, 41, 2))  # answered once each, in order
 
 
 async def test_messages_survive_continue_as_new_in_order_and_once(dev_client):
     db = FakeDatabase()
     options = SessionOptions(idle_timeout_seconds=3600, max_messages_per_run=3)
     async with session(dev_client, db.activities(), options) as handle:
-        posted = [await handle.execute_update(ChatSessionWorkflow.post_message, f"m{i}") for i in range(1, 11)]
+        posted = []
+        for i in range(1, 11):
+            posted.append(await handle.execute_update(ChatSessionWorkflow.post_message, f"m{i}"))
+            await answered(handle)
         final = await handle.execute_update(ChatSessionWorkflow.end_session)
         await handle.result()
         runs = await run_ids(dev_client, handle)
-    assert [m.seq for m in posted] == list(range(1, 11))
-    assert [(m.seq, m.content) for m in db.messages] == [(i, f"m{i}") for i in range(1, 11)]
-    assert final.message_count == 10
+    assert [m.seq for m in posted] == list(range(1, 21, 2))
+    assert [(m.seq, m.content) for m in db.user_messages()] == [(2 * i - 1, f"m{i}") for i in range(1, 11)]
+    assert [turn.reply_seq for turn in db.turns] == list(range(2, 21, 2))
+    assert final.message_count == 20
     assert db.starts == [("7", "s-1")]  # logged once, not once per run
     assert len(runs) == 4  # 3 + 3 + 3 messages, then the 10th and the end in the fourth run
 
@@ -199,20 +224,20 @@ async def test_rejected_updates_leave_no_trace_in_history(dev_client):
     ]
     assert events.count("EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED") == 2  # "hello" and the end
     assert not [e for e in events if "UPDATE_REJECTED" in e]
-    assert [m.content for m in db.messages] == ["hello"]
+    assert [m.content for m in db.user_messages()] == ["hello"]
 
 
 async def test_messages_and_a_second_end_are_rejected_while_the_session_is_ending(dev_client):
     db = FakeDatabase()
     release = asyncio.Event()
-    start, persist, _ = db.activities()
+    start, persist, _, turn = db.activities()
 
     @activity.defn(name="log_session_end")
     async def slow_end(end: SessionEnd) -> None:
         await release.wait()
         db.ends.append(end)
 
-    async with session(dev_client, [start, persist, slow_end], NO_IDLE) as handle:
+    async with session(dev_client, [start, persist, slow_end, turn], NO_IDLE) as handle:
         ending = asyncio.create_task(handle.execute_update(ChatSessionWorkflow.end_session))
         await wait_until(lambda: handle.query(ChatSessionWorkflow.get_state), lambda s: s.status == "ended")
         with pytest.raises(WorkflowUpdateFailedError) as post:
@@ -300,8 +325,10 @@ async def test_a_client_keyed_retry_that_lands_in_a_later_run_returns_the_stored
     options = SessionOptions(idle_timeout_seconds=3600, max_messages_per_run=1)
     async with session(dev_client, db.activities(), options) as handle:
         first = await handle.execute_update(ChatSessionWorkflow.post_message, "once", id="message-k1")
-        # The run continues-as-new after each message here, so the retry reaches a new run, where
+        # The run continues-as-new after each answered message here, so the retry reaches a new run, where
         # Temporal's own deduplication of update ids no longer applies.
+        latest = dev_client.get_workflow_handle(handle.id)
+        await wait_until(latest.describe, lambda described: described.run_id != handle.first_execution_run_id)
         retry = await handle.execute_update(ChatSessionWorkflow.post_message, "once", id="message-k1")
         other = await handle.execute_update(ChatSessionWorkflow.post_message, "next", id="message-k2")
         state = await handle.query(ChatSessionWorkflow.get_state)
@@ -310,8 +337,8 @@ async def test_a_client_keyed_retry_that_lands_in_a_later_run_returns_the_stored
         runs = await run_ids(dev_client, handle)
 
     assert retry == first
-    assert (first.seq, other.seq, state.message_count) == (1, 2, 2)
-    assert [m.content for m in db.messages] == ["once", "next"]
+    assert (first.seq, other.seq, state.message_count) == (1, 3, 4)
+    assert [m.content for m in db.user_messages()] == ["once", "next"]
     assert len(runs) >= 2
 
 
@@ -326,3 +353,62 @@ async def test_a_nul_character_is_refused_by_the_workflow_itself(dev_client):
         INVALID_MESSAGE, "content must not contain NUL characters."
     )  # fmt: skip
     assert db.messages == []
+
+
+async def test_stop_cancels_the_reply_being_written_which_keeps_its_text_and_the_session_stays_open(dev_client):
+    db = FakeDatabase()
+    start, persist, end, _ = db.activities()
+    writing = asyncio.Event()
+
+    @activity.defn(name="run_turn")
+    async def endless_turn(turn: Turn) -> TurnResult:
+        writing.set()
+        try:
+            while True:  # writes until stopped; the stop arrives with a heartbeat's answer
+                activity.heartbeat()
+                await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            db.messages.append(ChatMessageData(turn.reply_seq, "assistant", "so far", workflow_now(), status="stopped"))
+            raise
+
+    options = SessionOptions(idle_timeout_seconds=3600, turn_heartbeat_seconds=1)
+    async with session(dev_client, [start, persist, end, endless_turn], options) as handle:
+        posted = await handle.execute_update(ChatSessionWorkflow.post_message, "tell me everything")
+        await asyncio.wait_for(writing.wait(), 10)
+        stopped = await handle.execute_update(ChatSessionWorkflow.stop_reply)
+        state = await handle.query(ChatSessionWorkflow.get_state)
+        again = await handle.execute_update(ChatSessionWorkflow.stop_reply)
+
+    stored = [(m.seq, m.role, m.content, m.status) for m in db.messages]
+    assert (stopped, again) == (True, False)
+    # The activity's own record of what it wrote, then the workflow's, which the first write of a seq outlives.
+    assert stored == [(1, "user", "tell me everything", "complete"), (2, "assistant", "so far", "stopped"),
+                      (2, "assistant", "", "stopped")]  # fmt: skip
+    assert (state.status, state.writing_reply, state.replies_pending) == ("active", None, 0)
+    assert posted.reply_seq == 2
+
+
+async def test_a_reply_that_fails_every_attempt_is_recorded_as_failed_and_the_next_message_is_answered(dev_client):
+    db = FakeDatabase()
+    start, persist, end, working_turn = db.activities()
+    attempts: list[int] = []
+
+    @activity.defn(name="run_turn")
+    async def flaky_turn(turn: Turn) -> TurnResult:
+        attempts.append(activity.info().attempt)
+        if turn.user_seq == 1:
+            raise ApplicationError("the model is down")
+        return await working_turn(turn)
+
+    options = SessionOptions(idle_timeout_seconds=3600, turn_attempts=2)
+    async with session(dev_client, [start, persist, end, flaky_turn], options) as handle:
+        await handle.execute_update(ChatSessionWorkflow.post_message, "first")
+        await handle.execute_update(ChatSessionWorkflow.post_message, "second")
+        state = await answered(handle)
+
+    assert attempts == [1, 2, 1]
+    assert [(m.seq, m.role, m.status) for m in db.messages if m.role == "assistant"] == [
+        (2, "assistant", "failed"),
+        (4, "assistant", "complete"),
+    ]
+    assert (state.status, state.message_count) == ("active", 4)
