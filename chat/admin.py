@@ -52,6 +52,7 @@ class ChatSessionAdmin(admin.ModelAdmin):
         *["session_id", "user", "status_badge", "workflow_live", "message_count", "started_at", "last_activity_at"],
         *["ended_at", "ended_by", "workflow_id", "run_id", "updated_at", "temporal_link"],
     ]
+    fields = readonly_fields  # the badge stands for the status field: shown once
     inlines = [ChatMessageInline]
     actions = ["end_sessions"]
 
