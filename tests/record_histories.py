@@ -50,7 +50,11 @@ async def record(client: Client) -> None:
         await save(client, "idle-timeout", handle)
 
     async with session(client, db.activities(), SessionOptions(idle_timeout_seconds=3600, max_messages_per_run=2)) as h:
-        await asyncio.gather(*(h.execute_update(ChatSessionWorkflow.post_message, f"m{i}") for i in range(5)))
+        await asyncio.gather(*(h.execute_update(ChatSessionWorkflow.post_message, f"m{i}") for i in range(3)))
+        await answered(h)  # continue-as-new waits for the replies
+        for i in range(3, 6):
+            await h.execute_update(ChatSessionWorkflow.post_message, f"m{i}")
+            await answered(h)
         await h.execute_update(ChatSessionWorkflow.end_session)
         await h.result()
         await save(client, "continue-as-new", h)
