@@ -103,6 +103,7 @@ class ReplyStream:
             # Also while the model is still thinking; the SDK sends at most one per 80% of the heartbeat timeout.
             # A stop reaches the activity with a heartbeat's answer.
             activity.heartbeat(len(self.text))
+        await self._flush()  # what was written while the last append was on its way
 
     async def _flush(self) -> None:
         if self._pending:
