@@ -82,8 +82,7 @@ class ReplyStream:
 
     async def start(self) -> None:
         if self.attempt > 1:  # clients drop this turn's text so far: the reply is written again
-            data = {"turn": self.turn.reply_seq, "attempt": self.attempt}
-            await in_thread(self._log.append, self.turn.session_id, [Event(self.turn.session_id, "reset", data)])
+            await self._append("reset")
         self._task = asyncio.create_task(self._keep_flushing())
 
     def write(self, piece: str) -> None:
@@ -107,9 +106,12 @@ class ReplyStream:
 
     async def _flush(self) -> None:
         if self._pending:
-            data = {"turn": self.turn.reply_seq, "attempt": self.attempt, "text": self._pending}
-            self._pending = ""
-            await in_thread(self._log.append, self.turn.session_id, [Event(self.turn.session_id, "delta", data)])
+            text, self._pending = self._pending, ""
+            await self._append("delta", text=text)
+
+    async def _append(self, type_: str, **data: str) -> None:
+        event = Event(self.turn.session_id, type_, {"turn": self.turn.reply_seq, "attempt": self.attempt, **data})
+        await in_thread(self._log.append, self.turn.session_id, [event])
 
 
 @activity.defn
