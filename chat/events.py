@@ -86,6 +86,14 @@ class EventLog(Protocol):
         """Orders ids as the log does; InvalidEventId for an id it never gave out."""
         ...
 
+    def last_id(self, session_id: str) -> str | None:
+        """The id of the session's newest event; None while it has none."""
+        ...
+
+    def id_of(self, session_id: str, key: str) -> str | None:
+        """The id of the session's event appended with that key; None if there is none (or it was trimmed)."""
+        ...
+
     async def aclose(self) -> None:
         """Ends the subscriptions and releases what live reading holds on the running loop."""
         ...
@@ -115,6 +123,10 @@ _logs_lock = threading.Lock()
 
 def _dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _check(session_id: str, events: Sequence[Event]) -> None:
@@ -352,6 +364,14 @@ class DatabaseEventLog(_LiveReading):
             raise InvalidEventId(event_id)
         return (int(event_id),)
 
+    def last_id(self, session_id: str) -> str | None:
+        newest = ChatEvent.objects.filter(session__session_id=session_id).order_by("-id").values_list("id", flat=True)
+        return _str_or_none(newest.first())
+
+    def id_of(self, session_id: str, key: str) -> str | None:
+        keyed = ChatEvent.objects.filter(session__session_id=session_id, key=key).values_list("id", flat=True)
+        return _str_or_none(keyed.first())
+
     def _new_hub(self) -> _Hub:
         return _DatabaseHub(self, self.buffer)
 
@@ -530,6 +550,13 @@ class RedisEventLog(_LiveReading):
     def read(self, session_id: str, after: str | None = None, limit: int = 1000) -> list[Event]:
         entries = self.client.xrange(self.stream_key(session_id), min=self.range_start(after), count=limit)
         return [self.entry_event(session_id, entry_id, fields) for entry_id, fields in entries]
+
+    def last_id(self, session_id: str) -> str | None:
+        newest = self.client.xrevrange(self.stream_key(session_id), count=1)
+        return newest[0][0] if newest else None
+
+    def id_of(self, session_id: str, key: str) -> str | None:
+        return self.client.hget(self.keys_key(session_id), key)
 
     def range_start(self, after: str | None) -> str:
         if after is None:

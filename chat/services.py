@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, QuerySet, Sum
+from django.db.models import F, OuterRef, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from chat import gateway
@@ -99,6 +99,54 @@ def session_get(*, user: AbstractBaseUser, session_id: str) -> ChatSession:
         return sessions_of(user=user).get(session_id=session_id)
     except ChatSession.DoesNotExist:
         raise SessionNotFound(session_id) from None
+
+
+def sessions_listed(*, user: AbstractBaseUser, limit: int = 50) -> list[ChatSession]:
+    """The user's newest sessions, each with `title`: the start of its first message (empty before one)."""
+    first_message = ChatMessage.objects.filter(session=OuterRef("pk"), role=ChatMessage.Role.USER).order_by("seq")
+    sessions = sessions_of(user=user).annotate(title=Subquery(first_message.values("content")[:1]))
+    return list(sessions[:limit])
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """What a page shows of a session: its stored messages, and the event after which its stream takes over.
+
+    Every event after `after` may repeat a stored message (a client keeps one per seq) but none is missing,
+    including the deltas of a reply still being written, whose text is not stored yet.
+    """
+
+    session: ChatSession | None  # None while its record is not written yet (a moment after the start)
+    session_id: str
+    messages: list[ChatMessage]
+    after: str | None  # None: from the session's first event
+
+
+def session_conversation(*, user: AbstractBaseUser, session_id: str) -> Conversation:
+    """The caller's session as a page shows it; SessionNotFound for an unknown id and for another user's alike."""
+    try:
+        session = session_get(user=user, session_id=session_id)
+    except SessionNotFound:
+        _require_owner(user=user, session_id=session_id)  # asks the workflow: the record may not be written yet
+        return Conversation(session=None, session_id=session_id, messages=[], after=None)
+    log = get_event_log()
+    # Read before the messages: whatever is stored after this read also reaches the stream after it.
+    after = log.last_id(session_id)
+    messages = list(session.messages.order_by("seq"))
+    stored = {message.seq for message in messages}
+    unanswered = [m.seq for m in messages if m.role == ChatMessage.Role.USER and m.seq + 1 not in stored]
+    if unanswered and session.status == ChatSession.Status.ACTIVE:
+        # A reply may be on its way, its text so far only in the log. A turn starts after its message is stored
+        # (and that message's event appended), so the stream from that event on carries all of the reply.
+        anchor = log.id_of(session_id, f"message:{unanswered[0]}")
+        if anchor is None or after is None or log.sort_key(anchor) < log.sort_key(after):
+            after = anchor
+    return Conversation(session=session, session_id=session_id, messages=messages, after=after)
+
+
+def session_require_owner(*, user: AbstractBaseUser, session_id: str) -> None:
+    """SessionNotFound unless the session is the user's, from the moment its workflow starts."""
+    _require_owner(user=user, session_id=session_id)
 
 
 def session_live_state(session: ChatSession) -> SessionState | None:

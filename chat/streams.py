@@ -19,7 +19,7 @@ from rest_framework.request import Request
 
 from chat import services
 from chat.events import InvalidEventId, get_event_log
-from chat.exceptions import SessionNotFound
+from chat.exceptions import SessionNotFound, TemporalUnavailable, WorkflowUnreadable
 
 # A comment line this often keeps proxies and load balancers from closing an idle stream.
 KEEPALIVE_SECONDS = 15.0
@@ -41,9 +41,13 @@ def _authorize(request: HttpRequest, session_id: str) -> JsonResponse | None:
             response["WWW-Authenticate"] = "Token"
             return response
         try:
-            services.session_get(user=user, session_id=session_id)
+            services.session_require_owner(user=user, session_id=session_id)  # also before its record is written
         except SessionNotFound as exc:
             return JsonResponse({"detail": str(exc)}, status=404)
+        except (TemporalUnavailable, WorkflowUnreadable) as exc:  # asked only while the record is not written yet
+            response = JsonResponse({"detail": str(exc)}, status=503)
+            response["Retry-After"] = "1"
+            return response
         return None
     finally:
         # The stream lasts for as long as the client follows it, and the request's connection with it (measured:

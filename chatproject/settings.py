@@ -125,6 +125,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# Django's login and logout pages (django.contrib.auth.urls, templates in chat/templates/registration) lead to the
+# chat page.
+LOGIN_REDIRECT_URL = "chat-new"
+LOGOUT_REDIRECT_URL = "login"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -1,4 +1,6 @@
+from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth.views import LoginView
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -16,6 +18,10 @@ urlpatterns = [
     # the method (exempt from CSRF, whose refusal is an HTML page: there is nothing here to protect).
     re_path(r"^api/", csrf_exempt(api.not_found)),
     path("healthz", healthz, name="healthz"),
+    # In development the login page names the demo user that `make run` creates.
+    path("accounts/login/", LoginView.as_view(extra_context={"demo_hint": settings.DEBUG}), name="login"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("chat.page_urls")),
 ]
 
 handler400 = "chatproject.api.bad_request"

@@ -198,6 +198,21 @@ async def test_a_retried_keyed_append_adds_nothing_and_returns_the_first_id(log,
     assert [e.id for e in stored] == [first_id, mixed[1], mixed[2], mixed[3]]
 
 
+async def test_the_newest_id_and_a_keyed_events_id_are_found_per_session(log, sessions):
+    [session, other] = await sessions(2)
+    assert await in_thread(log.last_id, session) is None
+    message = {"seq": 1, "role": "user", "content": "hi", "created_at": "2026-01-01T00:00:00Z"}
+
+    [keyed, *_, newest] = await in_thread(
+        log.append, session, [Event(session, "message", message, key="message:1"), *deltas(session, range(3))]
+    )
+    await in_thread(log.append, other, [Event(other, "message", message, key="message:1"), *deltas(other, [9])])
+
+    assert await in_thread(log.last_id, session) == newest
+    assert await in_thread(log.id_of, session, "message:1") == keyed
+    assert await in_thread(log.id_of, session, "message:2") is None
+
+
 async def test_two_subscribers_of_a_session_get_every_event_in_order(log, sessions):
     [session] = await sessions(1)
     first, second = log.subscribe(session), log.subscribe(session)
