@@ -29,11 +29,14 @@ def test_production_settings_serve_the_app_and_its_collected_static_files(dev_se
     )  # fmt: skip
     assert collected.returncode == 0, collected.stderr
     hashed = next((tmp_path / "static" / "admin" / "css").glob("base.*.css")).name
+    chat_css = next((tmp_path / "static" / "chat").glob("chat.*.css")).name
 
     web = WebServer(env, tmp_path / "web.log")
     try:
         static = httpx.get(f"{web.url}/static/admin/css/{hashed}")
         login = httpx.get(f"{web.url}/admin/login/")
+        chat_login = httpx.get(f"{web.url}/accounts/login/")
+        chat_static = httpx.get(f"{web.url}/static/chat/{chat_css}")
         missing = httpx.get(f"{web.url}/nowhere/")
         anonymous = httpx.get(f"{web.url}/api/sessions/")
         health = httpx.get(f"{web.url}/healthz")
@@ -44,6 +47,9 @@ def test_production_settings_serve_the_app_and_its_collected_static_files(dev_se
     assert "max-age=315360000" in static.headers["cache-control"]  # hashed names cache for good
     assert login.status_code == 200
     assert f"/static/admin/css/{hashed}" in login.text  # pages link the hashed, collected files
+    assert f"/static/chat/{chat_css}" in chat_login.text  # the chat page's too
+    assert chat_static.status_code == 200
+    assert "make run" not in chat_login.text  # the demo user's hint is for development only
     assert (missing.status_code, missing.json()) == (404, {"detail": "Not found."})  # no DEBUG page
     assert anonymous.status_code == 401
     assert health.json() == {"status": "ok", "database": "ok", "temporal": "ok"}

@@ -108,6 +108,7 @@
   }
 
   function showStored(message) {
+    const following = atBottom();
     const element = ensureMessage(message.seq, message.role);
     element.querySelector(".message__text").textContent = message.content;
     element.dataset.final = "true";
@@ -117,6 +118,7 @@
       setNote(element, { stopped: "Stopped", failed: FAILED_NOTE }[message.status] || "");
     }
     writingChanged();
+    if (following) toBottom();
   }
 
   function awaitReply(seq) {
@@ -133,6 +135,7 @@
     const shownAttempt = Number(reply.dataset.attempt || 0);
     if (attempt < shownAttempt) return;
     const textElement = reply.querySelector(".message__text");
+    const following = atBottom();
     if (attempt > shownAttempt) {
       reply.dataset.attempt = String(attempt);
       textElement.textContent = ""; // a retried turn writes its reply again
@@ -140,6 +143,7 @@
     textElement.append(text);
     reply.setAttribute("aria-busy", "true");
     writingChanged();
+    if (following) toBottom();
   }
 
   function writingChanged() {
@@ -147,7 +151,15 @@
     stopButton.hidden = !writing || status !== "active";
     if (writing) messages.setAttribute("aria-busy", "true");
     else messages.removeAttribute("aria-busy");
-    if (writing) writing.scrollIntoView({ block: "end" });
+  }
+
+  // Follows the conversation's end as it grows, unless the reader has scrolled up to read.
+  function atBottom() {
+    return window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 150;
+  }
+
+  function toBottom() {
+    window.scrollTo({ top: document.documentElement.scrollHeight });
   }
 
   // The session's state.
@@ -233,6 +245,7 @@
         const posted = await api("POST", `sessions/${encodeURIComponent(sessionId)}/messages/`, { content });
         showStored(posted);
         if (posted.reply_seq) awaitReply(posted.reply_seq);
+        toBottom(); // what they sent, and the reply to come
       } else {
         const started = await api("POST", "sessions/", { content });
         becomeConversation(started, content);
@@ -329,7 +342,9 @@
 
   // On a narrow screen the list of chats starts folded, out of the conversation's way.
   if (window.matchMedia("(max-width: 700px)").matches) $("session-fold")?.removeAttribute("open");
-  // A reply the page arrived in the middle of: waiting for its next words.
+  // The newest messages in view; a reply the page arrived in the middle of waits for its next words.
+  history.scrollRestoration = "manual"; // a reload shows the newest messages, not where the page was
+  toBottom();
   writingChanged();
   follow();
 })();

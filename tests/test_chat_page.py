@@ -1,0 +1,213 @@
+"""The chat page in a real browser (Debian's Chromium, driven by Playwright), as a person uses it: the Procfile's
+web process, a worker, the Temporal dev server, and the local model server writing replies at a set pace.
+
+Screenshots go to test-artifacts/ (desktop and 375 px wide). CI installs Chromium (.ci/run); elsewhere these tests
+skip without it.
+"""
+
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+from chat.models import ChatMessage, ChatSession
+from tests.conftest import WebServer, app_env, wait_for
+from tests.model_server import Reply
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)"),
+]
+playwright = pytest.importorskip("playwright.sync_api")
+
+LONG_REPLY = " ".join(f"word{i}" for i in range(1, 61))  # 60 words, 6 s at 0.1 s a word
+
+
+@pytest.fixture
+def site(worker, dev_server, assistant_model, settings, tmp_path: Path, monkeypatch) -> Iterator[str]:
+    """The web process on this test's task queue, with DEBUG on for its static files (WhiteNoise's production path
+    is tests/test_production.py's)."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API keeps an event loop around
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = {**app_env(dev_server.address, settings.TEMPORAL_TASK_QUEUE), "DJANGO_DEBUG": "true"}
+    server = WebServer(env, tmp_path / "web.log")
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator["playwright.Browser"]:
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run", "--disable-sync", "--disable-quic"],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+
+
+def logged_in(browser, url: str, username: str, width: int = 1400) -> "playwright.Page":
+    """A new browser context (its own cookies) in which `username` has logged in through the login page."""
+    # Hashed as the web process can check it: the tests' own hasher (MD5, for speed) is not in its settings.
+    password = PBKDF2PasswordHasher().encode(f"{username}-password", "test-salt", iterations=1000)
+    user = get_user_model().objects.create_user(username)
+    user.password = password
+    user.save(update_fields=["password"])
+    page = browser.new_context(viewport={"width": width, "height": 900}).new_page()
+    page.goto(f"{url}/")
+    assert "/accounts/login/" in page.url
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(f"{username}-password")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{url}/")
+    return page
+
+
+def message(page, seq: int) -> "playwright.Locator":
+    return page.locator(f'[data-testid="message"][data-seq="{seq}"]')
+
+
+def send(page, text: str) -> None:
+    page.get_by_label("Message").fill(text)
+    page.get_by_label("Message").press("Enter")
+
+
+def text_of(page, seq: int) -> str:
+    return message(page, seq).get_by_test_id("message-text").text_content()
+
+
+def written_some(page, seq: int) -> None:
+    """Waits until the reply of that seq shows a few words."""
+    selector = f'[data-seq="{seq}"] .message__text'
+    page.wait_for_function(f"() => (document.querySelector('{selector}')?.textContent || '').length > 12")
+
+
+def watch_reply(page, seq: int, within: float = 30) -> list[str]:
+    """The reply's text each time it changed, until it was stored (polled every 20 ms, up to `within` s)."""
+    seen: list[str] = []
+    deadline = time.monotonic() + within
+    reply = message(page, seq)
+    while time.monotonic() < deadline:
+        if reply.count():
+            final = reply.get_attribute("data-final") == "true"  # read first: the text read after it is at least as new
+            text = text_of(page, seq)
+            if not seen or seen[-1] != text:
+                seen.append(text)
+            if final:
+                return seen
+        page.wait_for_timeout(20)
+    raise AssertionError(f"reply {seq} was not stored within {within}s; seen {seen[-1:]!r}")
+
+
+def test_a_person_chats_watches_the_reply_being_written_stops_one_and_reloads_in_the_middle_of_another(
+    site, browser, assistant_model
+):
+    page = logged_in(browser, site, "reader")
+    page.screenshot(path=ARTIFACTS / "chat-new-desktop.png")
+
+    # The first message starts the session; the reply appears in steps, before it is complete.
+    assistant_model.script(Reply("The quick brown fox jumps over the lazy dog again and again", chunk_delay=0.1))
+    send(page, "Hello there")
+    steps = watch_reply(page, 2)
+    assert steps[-1] == "The quick brown fox jumps over the lazy dog again and again"
+    partial = [text for text in steps[:-1] if text]
+    assert len(partial) >= 3, steps  # written as it came, not all at once
+    assert all(steps[-1].startswith(text) for text in partial)
+    assert page.get_by_label("Message").input_value() == ""
+    session_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    assert page.url == f"{site}/chat/{session_id}/"
+    assert page.get_by_test_id("session-item").first.get_attribute("data-session-id") == session_id
+
+    # Stop while the reply is written: what was written stays, marked stopped, and the chat goes on.
+    assistant_model.script(Reply(LONG_REPLY, chunk_delay=0.1))
+    send(page, "Tell me everything")
+    page.wait_for_function(
+        "() => (document.querySelector('[data-seq=\"4\"] .message__text')?.textContent || '').length > 12"
+    )
+    page.get_by_role("button", name="Stop").click()
+    message(page, 4).and_(page.locator('[data-final="true"]')).wait_for()
+    assert message(page, 4).get_attribute("data-status") == "stopped"
+    assert message(page, 4).get_by_test_id("message-note").text_content() == "Stopped"
+    stopped_text = text_of(page, 4)
+    assert LONG_REPLY.startswith(stopped_text)
+    assert 0 < len(stopped_text) < len(LONG_REPLY)
+    assert page.get_by_role("button", name="Stop").is_hidden()
+    stored = ChatMessage.objects.get(session__session_id=session_id, seq=4)
+    assert (stored.status, stored.content) == ("stopped", stopped_text)
+
+    # Reload in the middle of a reply: the page picks it up where it is, and it ends whole, no word twice.
+    assistant_model.script(Reply(LONG_REPLY, chunk_delay=0.1))
+    send(page, "And again")
+    page.wait_for_function(
+        "() => (document.querySelector('[data-seq=\"6\"] .message__text')?.textContent || '').length > 12"
+    )
+    page.reload()
+    message(page, 6).and_(page.locator('[data-final="false"]')).wait_for()  # still being written, after the reload
+    page.screenshot(path=ARTIFACTS / "chat-reply-streaming-desktop.png")
+    after_reload = watch_reply(page, 6)
+    assert after_reload[-1] == LONG_REPLY
+    assert all(LONG_REPLY.startswith(text) for text in after_reload)
+    assert page.get_by_test_id("message").count() == 6
+    page.screenshot(path=ARTIFACTS / "chat-desktop.png")
+
+    page.set_viewport_size({"width": 375, "height": 812})
+    page.reload()
+    message(page, 6).wait_for()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375  # nothing wider than the screen
+    page.screenshot(path=ARTIFACTS / "chat-375px.png")  # what the screen shows: the newest messages
+
+
+def test_a_second_tab_follows_another_user_gets_404_and_a_refused_message_stays_in_the_composer(
+    site, browser, assistant_model
+):
+    first = logged_in(browser, site, "writer")
+    assistant_model.script(Reply("hello back", chunk_delay=0.02))
+    send(first, "hello")
+    watch_reply(first, 2)
+    chat_url = first.url
+
+    # A second tab of the same user follows the same conversation, live.
+    second = first.context.new_page()
+    second.goto(chat_url)
+    message(second, 2).wait_for()
+    assistant_model.script(Reply("seen in both tabs", chunk_delay=0.02))
+    send(first, "sent from the first tab")
+    message(second, 3).get_by_text("sent from the first tab").wait_for()
+    assert watch_reply(second, 4)[-1] == "seen in both tabs"
+
+    # Another user: 404, and nothing of the conversation.
+    other = logged_in(browser, site, "intruder")
+    response = other.goto(chat_url)
+    assert response.status == 404
+    assert other.get_by_test_id("not-found").is_visible()
+    assert "hello" not in other.content()
+
+    # An error from the API (today's token budget used: 429) is shown plainly; what was typed stays.
+    spender = get_user_model().objects.get(username="intruder")
+    spent = ChatSession.objects.create(session_id="spent", user=spender, workflow_id="wf", run_id="run")
+    ChatMessage.objects.create(
+        session=spent, seq=2, role="assistant", content="x", created_at=datetime.now(UTC), tokens_in=200_000
+    )
+    other.goto(f"{site}/")
+    send(other, "one more question, please")
+    other.get_by_test_id("error").wait_for()
+    assert "You have used today's 200,000 tokens" in other.get_by_test_id("error").text_content()
+    assert other.get_by_label("Message").input_value() == "one more question, please"
+    other.screenshot(path=ARTIFACTS / "chat-error-desktop.png")
+
+    # Ending the chat in one tab closes the composer in both.
+    first.get_by_role("button", name="End chat").click()
+    second.get_by_test_id("closed-notice").wait_for()
+    assert second.get_by_test_id("closed-notice").text_content() == "This chat has ended."
+    assert second.get_by_test_id("composer-form").is_hidden()
+    assert second.get_by_test_id("session-status").text_content() == "Ended"
+    wait_for(lambda: ChatSession.objects.filter(status="ended", user__username="writer").exists(), what="the record")
