@@ -19,7 +19,7 @@ install: $(STAMP)
 .env:
 	cp .env.example $@
 
-# The Temporal dev server, the worker and runserver together; Ctrl-C stops all three.
+# The Temporal dev server, the worker and the web server (uvicorn, reloading) together; Ctrl-C stops all three.
 run: $(STAMP) .env
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput

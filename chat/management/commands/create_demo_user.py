@@ -22,8 +22,9 @@ class Command(BaseCommand):
         token, _ = Token.objects.get_or_create(user=user)
         self.stdout.write(
             f"""
+  Chat       http://127.0.0.1:8000/         (user {DEMO_USERNAME}, password {DEMO_PASSWORD})
+  Admin      http://127.0.0.1:8000/admin/   (the same)
   API        http://127.0.0.1:8000/api/sessions/
-  Admin      http://127.0.0.1:8000/admin/   (user {DEMO_USERNAME}, password {DEMO_PASSWORD})
   Temporal   http://localhost:8233
 
   Start a session:
