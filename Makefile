@@ -29,8 +29,9 @@ run: $(STAMP) .env
 test: $(STAMP)
 	$(BIN)/pytest
 
+# On two processes (pytest-xdist): most of the fast lane's time is fresh Python processes starting.
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not temporal"
+	$(BIN)/pytest -m "not temporal" -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
