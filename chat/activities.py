@@ -78,6 +78,9 @@ class ReplyStream:
         self._pending = ""
         self._log = get_event_log()
         self._closing = asyncio.Event()
+        # Set by the reply's first words (they go out at once: the time to the first token is what a reader feels)
+        # and by close(); later words wait for the next flush.
+        self._nudge = asyncio.Event()
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -86,18 +89,22 @@ class ReplyStream:
         self._task = asyncio.create_task(self._keep_flushing())
 
     def write(self, piece: str) -> None:
+        if not self.text:
+            self._nudge.set()
         self.text += piece
         self._pending += piece
 
     async def close(self) -> None:
         self._closing.set()
+        self._nudge.set()
         if self._task is not None:
             await self._task
 
     async def _keep_flushing(self) -> None:
         while not self._closing.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), FLUSH_SECONDS)
+                await asyncio.wait_for(self._nudge.wait(), FLUSH_SECONDS)
+            self._nudge.clear()
             await self._flush()
             # Also while the model is still thinking; the SDK sends at most one per 80% of the heartbeat timeout.
             # A stop reaches the activity with a heartbeat's answer.

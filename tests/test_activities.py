@@ -1,3 +1,4 @@
+import asyncio
 import dataclasses
 
 import pytest
@@ -5,8 +6,13 @@ from django.contrib.auth import get_user_model
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from chat import activities
 from chat.activities import log_session_start
+from chat.events import get_event_log
 from chat.models import ChatSession
+from chat.types import Turn
+from temporal_integration.worker import in_thread
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)  # activities run in autocommit, outside any test transaction
 
@@ -45,3 +51,31 @@ def test_log_session_start_for_an_unknown_user_fails_without_retry():
 
     assert failure.value.non_retryable
     assert not ChatSession.objects.exists()
+
+
+def test_a_replys_first_words_reach_the_event_log_at_once_and_the_rest_in_batches(user, monkeypatch):
+    """The first words are what a reader waits for (time to the first token); later ones wait for the next flush."""
+    monkeypatch.setattr(activities, "FLUSH_SECONDS", 60.0)  # a flush on the clock would not come within the test
+    ChatSession.objects.create(session_id="s-1", user=user, workflow_id="wf", run_id="run")
+    log = get_event_log()
+
+    async def write_a_reply() -> list[list[str]]:
+        stream = activities.ReplyStream(Turn("s-1", 1, 2), attempt=1)
+        await stream.start()
+        stream.write("Hello")
+        seen = [await wait_until(lambda: in_thread(deltas), bool, within=5)]
+        stream.write(" world")
+        stream.write("!")
+        seen.append(await in_thread(deltas))
+        await stream.close()
+        seen.append(await in_thread(deltas))
+        return seen
+
+    def deltas() -> list[str]:
+        return [event.data["text"] for event in log.read("s-1") if event.type == "delta"]
+
+    first, meanwhile, closed = asyncio.run(ActivityEnvironment().run(write_a_reply))
+
+    assert first == ["Hello"]
+    assert meanwhile == ["Hello"]  # batched: not yet flushed
+    assert closed == ["Hello", " world!"]
