@@ -21,7 +21,7 @@ from temporalio.client import Client
 
 from chat.models import ChatMessage
 from tests.conftest import TEST_MODEL, DevServer, WebServer, WorkerProcess, app_env, free_port, wait_for
-from tests.model_server import DropAfter, Fail, Reply
+from tests.model_server import DropAfter, Fail, Hang, Reply
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
@@ -406,7 +406,9 @@ def test_a_worker_killed_mid_reply_is_replaced_and_the_stream_resumes_with_a_res
     first = WorkerProcess(dev_server.address, log=tmp_path / "first.log", task_queue=queue, **model)
     chat = web(TEMPORAL_TASK_QUEUE=queue)
     words = " ".join(f"w{n}" for n in range(40))
-    assistant_model.script(Reply(words, chunk_delay=0.1), Reply(words, chunk_delay=0.02))
+    # The first attempt stops after 5 words and hangs: it is mid-reply whenever the second worker is ready (a reply
+    # that merely ran slowly could finish first on a loaded machine: seen in CI).
+    assistant_model.script(Hang(after_chunks=5, text=words), Reply(words, chunk_delay=0.02))
     chat.start("killed")
     subscribed(chat, "killed")
     chat.say("killed", "go on")
