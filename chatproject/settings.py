@@ -99,6 +99,10 @@ DATABASES = {
 # database restart broke before it is used. 0 restores Django's connection per request.
 DATABASES["default"]["CONN_MAX_AGE"] = _read(env.int, "DATABASE_CONN_MAX_AGE", 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Threads per web process serving the pages and the API (chatproject.asgi); the event streams need none.
+WEB_THREADS: int = _read(env.int, "WEB_THREADS", 16)
+if WEB_THREADS < 1:
+    raise ImproperlyConfigured("WEB_THREADS must be at least 1.")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Activities write from several worker threads at once; with SQLite's default deferred
     # transactions they fail with "database is locked". IMMEDIATE takes the write lock up
