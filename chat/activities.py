@@ -190,3 +190,9 @@ def _result(message: ChatMessageData) -> TurnResult:
         tokens_out=message.tokens_out,
         completed_at=message.created_at,
     )
+
+
+# Built while the worker loads its activities, not in the first turn: importing a provider's SDK (openai's) took
+# about 1.5 s of the first reply's time to the first token (make bench), and a model setting that can't be built
+# stops the worker at start, naming the setting, instead of failing every turn.
+assistant.get_agent()
