@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Self
 
 import aiohttp
-from temporalio.client import Client
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
 
 from bench.procs import Rig, WebServer
 from bench.project import ChatSessionWorkflow, SessionOptions, workflow_id_for
@@ -24,36 +25,48 @@ from bench.raw_worker import RawDB
 from bench.raw_workflows import RawSessionWorkflow
 from bench.results import CONCURRENCY, Results
 
-SIDES = ("api", "raw")
-TABLES = {"api": "chat_chatsession", "raw": "bench_raw_session"}
+# The project's API, its peer (FastAPI and the same SDK: bench.fastapi_peer, whose session ids start with "fa-") and the
+# raw SDK. The first two write the project's table.
+SIDES = ("api", "fastapi", "raw")
+ROWS = {
+    "api": "SELECT COUNT(*) FROM chat_chatsession WHERE session_id NOT LIKE 'fa-%'",
+    "fastapi": "SELECT COUNT(*) FROM chat_chatsession WHERE session_id LIKE 'fa-%'",
+    "raw": "SELECT COUNT(*) FROM bench_raw_session",
+}
 
 
 class Load:
     """Starts and messages sessions of either side, counting the rows each should have written and what stays open."""
 
-    def __init__(self, rig: Rig, web: WebServer, results: Results) -> None:
-        self.rig, self.web, self.results = rig, web, results
+    def __init__(self, rig: Rig, web: WebServer, results: Results, peer: WebServer | None = None) -> None:
+        self.rig, self.web, self.peer, self.results = rig, web, peer, results
+        self.sides = SIDES if peer else ("api", "raw")
         self.db = RawDB(rig.database_url, rig.setup["busy_timeout"])
-        self.open: dict[str, list[str]] = {side: [] for side in SIDES}  # session ids (API), workflow ids (raw)
-        self.queues = {"api": rig.env["TEMPORAL_TASK_QUEUE"], "raw": rig.raw_task_queue}
-        self.processes = rig.processes | {"web server": web}
+        self.open: dict[str, list[str]] = {side: [] for side in self.sides}  # session ids (API), workflow ids (raw)
+        self.queues = {"api": rig.env["TEMPORAL_TASK_QUEUE"], "raw": rig.raw_task_queue}  # the peer's: the API's
+        self.processes = rig.processes | {"web server": web} | ({"fastapi peer": peer} if peer else {})
 
     async def __aenter__(self) -> Self:
         self.client = await Client.connect(self.rig.address)
         # aiohttp, not httpx: on this machine httpx spent 4x the CPU per request (2.7 against 0.6 ms, measured side
         # by side), CPU taken from the two cores the measured processes share. Idle connections are dropped after
         # 1 s, before gunicorn's 2 s keep-alive closes them under a request.
-        self.http = aiohttp.ClientSession(
-            self.web.url,
+        servers = {"api": self.web, "fastapi": self.peer}
+        self.http = {side: self.http_client(servers[side].url) for side in self.sides if side != "raw"}
+        self.rows = {side: await self.count(side) for side in self.sides}  # expected once every start is written
+        return self
+
+    def http_client(self, url: str) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            url,
             connector=aiohttp.TCPConnector(limit=CONCURRENCY, keepalive_timeout=1),
             headers={"Authorization": f"Token {self.rig.setup['token']}"},
             timeout=aiohttp.ClientTimeout(60),
         )
-        self.rows = {side: await self.count(side) for side in SIDES}  # expected once every start is written
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.http.close()
+        for http in self.http.values():
+            await http.close()
 
     def cpu(self) -> dict[str, float]:
         own = os.times()
@@ -68,21 +81,23 @@ class Load:
             spent[name] = spent.get(name, 0.0) + seconds - before[name]
 
     async def count(self, side: str) -> int:
-        return (await asyncio.to_thread(self.db.query, f"SELECT COUNT(*) FROM {TABLES[side]}"))[0]
+        return (await asyncio.to_thread(self.db.query, ROWS[side]))[0]
 
     async def wait_rows(self, side: str, expected: int, limit: float = 600) -> float:
         """Polls until the side's table holds `expected` rows; returns the monotonic time it was first seen."""
         deadline = time.monotonic() + limit
         while (found := await self.count(side)) < expected:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{TABLES[side]} has {found} rows, expected {expected}")
+                raise TimeoutError(f"{found} rows of side {side}, expected {expected}")
             self.rig.check_alive()
-            self.web.check_alive()
+            for server in (self.web, self.peer):
+                if server:
+                    server.check_alive()
             await asyncio.sleep(0.02)
         return time.monotonic()
 
     async def drain(self) -> None:
-        for side in SIDES:
+        for side in self.sides:
             await self.wait_rows(side, self.rows[side])
         await self.quiesce()
 
@@ -96,24 +111,35 @@ class Load:
             if all(spent[k] < 0.025 for k in ("worker", "raw worker", "temporal")):
                 return
 
-    async def post(self, url: str, body: dict, expected: int) -> str:
-        async with self.http.post(url, json=body) as response:
+    async def post(self, side: str, url: str, body: dict, expected: int) -> str:
+        async with self.http[side].post(url, json=body) as response:
             if response.status != expected:
                 raise RuntimeError(f"POST {url}: {response.status} {(await response.text())[:200]}")
             return await response.text()
 
-    async def start(self, side: str, *, by_client: bool = False, stay_open: bool = True) -> str:
-        """Starts a session, returns its id: an API one by `POST /api/sessions/` (the server names it, as the README's
-        clients let it) or, `by_client`, as chat.services.session_start starts one, minus the HTTP and Django; a raw
-        one with the raw client, open for messages or (not `stay_open`) completing after its activity."""
-        name, user, queue = uuid.uuid4().hex, self.rig.setup["user_id"], self.queues[side]
-        if side == "api" and not by_client:
-            key = json.loads(await self.post("/api/sessions/", {}, 202))["session_id"]
+    async def start(
+        self, side: str, *, by_client: bool = False, stay_open: bool = True, content: str | None = None
+    ) -> str:
+        """Starts a session, returns its id: an API or peer one by `POST /api/sessions/` (the server names it, as the
+        README's clients let it) or, `by_client`, as chat.gateway starts one, minus the HTTP and Django; a raw one with
+        the raw client, open for messages or (not `stay_open`) completing after its activity. With `content`, the
+        first message rides on the start (update-with-start); `by_client`, as chat.gateway sends it."""
+        name, user, queue = uuid.uuid4().hex, self.rig.setup["user_id"], self.queues.get(side)
+        body = {} if content is None else {"content": content}
+        if side in ("api", "fastapi") and not by_client:
+            key = json.loads(await self.post(side, "/api/sessions/", body, 202))["session_id"]
         elif side == "api":
-            key, args = name, [user, name, SessionOptions(), None]
-            await self.client.start_workflow(
-                ChatSessionWorkflow.run, args=args, id=workflow_id_for(key), task_queue=queue
-            )
+            key = name
+            start = {"args": [user, name, SessionOptions(), None], "id": workflow_id_for(key), "task_queue": queue}
+            if content is None:
+                await self.client.start_workflow(ChatSessionWorkflow.run, **start)
+            else:
+                operation = WithStartWorkflowOperation(
+                    ChatSessionWorkflow.run, id_conflict_policy=WorkflowIDConflictPolicy.FAIL, **start
+                )
+                await self.client.execute_update_with_start_workflow(
+                    ChatSessionWorkflow.post_message, content, start_workflow_operation=operation
+                )
         else:
             key = f"raw-{name}"
             await self.client.start_workflow(
@@ -125,8 +151,8 @@ class Load:
         return key
 
     async def message(self, side: str, key: str) -> None:
-        if side == "api":
-            await self.post(f"/api/sessions/{key}/messages/", {"content": "hello"}, 201)
+        if side in ("api", "fastapi"):
+            await self.post(side, f"/api/sessions/{key}/messages/", {"content": "hello"}, 201)
         else:
             await self.client.get_workflow_handle(key).execute_update(RawSessionWorkflow.post_message, "hello")
 
@@ -144,11 +170,16 @@ async def fan_out(n: int, concurrency: int, one: Callable[[], Awaitable[object]]
     return time.perf_counter() - t0
 
 
-async def interleaved(n: int, call: Callable[[str, int], Awaitable[object]]) -> dict[str, list[float]]:
-    """call(side, i) n times for each side, one of each in turn, the order alternating; their times in ms."""
-    samples: dict[str, list[float]] = {side: [] for side in SIDES}
+async def interleaved(
+    n: int, call: Callable[[str, int], Awaitable[object]], spacing: float = 0.0, sides: tuple[str, ...] = SIDES
+) -> dict[str, list[float]]:
+    """call(side, i) n times for each side, one of each in turn, the order alternating; their times in ms. With
+    `spacing`, each call comes that many seconds after the one before ended (the machine idle in between)."""
+    samples: dict[str, list[float]] = {side: [] for side in sides}
     for i in range(n):
-        for side in SIDES[:: 1 if i % 2 == 0 else -1]:
+        for side in sides[:: 1 if i % 2 == 0 else -1]:
+            if spacing:
+                await asyncio.sleep(spacing)
             t0 = time.perf_counter()
             await call(side, i)
             samples[side].append(1000 * (time.perf_counter() - t0))

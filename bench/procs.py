@@ -43,6 +43,10 @@ SERVERS = {
     "granian": "-m granian --interface wsgi chatproject.wsgi:application --host {host} --port {port} --workers 2 "
     "--blocking-threads 8 --no-access-log",
 }
+# The peer: FastAPI with the same SDK (bench.fastapi_peer), under the same server and settings as the project's API.
+PEER = SERVERS["uvicorn"].replace("chatproject.asgi:application", "bench.fastapi_peer:app")
+# The local model server's pace: seconds to its first token (then one word every 30 ms).
+MODEL_FIRST_TOKEN = 0.2
 # The bench user and its API token, and the database settings the raw side must share with Django's.
 SETUP = """
 import json
@@ -62,9 +66,8 @@ PROJECT_ENV = {
     "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
     "CHAT_THROTTLE_SESSION_START": THROTTLE,
     "CHAT_THROTTLE_MESSAGE_POST": THROTTLE,
-    # Every message the bench posts is answered by the worker's demo model; at once, not at a reader's pace.
-    "CHAT_DEMO_WORD_DELAY": "0",
     "CHAT_USER_DAILY_TOKENS": "0",
+    "DJANGO_ENV_FILE": "",  # a developer's .env (its search attribute, say) must not change the figures
 }
 
 
@@ -129,12 +132,13 @@ class Process:
 class WebServer(Process):
     """The API under one of the candidate servers, answering /healthz."""
 
-    def __init__(self, kind: str, env: dict[str, str], log_dir: Path) -> None:
-        if kind not in SERVERS:
+    def __init__(self, kind: str, env: dict[str, str], log_dir: Path, command: str | None = None) -> None:
+        if command is None and kind not in SERVERS:
             raise SystemExit(f"BENCH_SERVER={kind!r}: use one of {', '.join(SERVERS)}")
         self.kind, port = kind, free_port()
         self.url = f"http://127.0.0.1:{port}"
-        super().__init__(kind, [PYTHON, *SERVERS[kind].format(host="127.0.0.1", port=port).split()], env, log_dir)
+        command = (command or SERVERS[kind]).format(host="127.0.0.1", port=port)
+        super().__init__(kind, [PYTHON, *command.split()], env, log_dir)
         wait_for(lambda: self.check_alive() and self._healthy(), f"{kind} to answer /healthz")
 
     def _healthy(self) -> bool:
@@ -176,7 +180,15 @@ class Rig:
         ports = ["--port", str(port), "--http-port", str(free_port()), "--metrics-port", str(free_port())]
         args = [TEMPORAL_CLI, "server", "start-dev", "--headless", "--ip", "127.0.0.1", *ports, "--log-level", "error"]
         self.temporal = stack.enter_context(Process("temporal", args, dict(os.environ), tmp, "Temporal Server:"))
-        self.env = os.environ | PROJECT_ENV | {"DATABASE_URL": self.database_url, "TEMPORAL_ADDRESS": self.address}
+        # The assistant: the local model server at a set pace (bench.phases.first_token), by the real provider path.
+        model_args = ["--port", str(free_port()), "--first-token-delay", str(MODEL_FIRST_TOKEN), "--chunk-delay"]
+        model_args.append("0.03")
+        model = Process("model", [PYTHON, "-m", "tests.model_server", *model_args], dict(os.environ), tmp, "model at")
+        self.model = stack.enter_context(model)
+        self.model_url = f"http://127.0.0.1:{model_args[1]}/v1"
+        assistant = {"CHAT_ASSISTANT_MODEL": "openai:bench-model", "OPENAI_BASE_URL": self.model_url}
+        self.env = os.environ | PROJECT_ENV | assistant | {"DATABASE_URL": self.database_url}
+        self.env |= {"TEMPORAL_ADDRESS": self.address, "OPENAI_API_KEY": "bench"}
         self.env["TEMPORAL_TASK_QUEUE"] = f"bench-{run}"
         manage(self.env, "migrate", "--noinput")
         self.setup = json.loads(manage(self.env, "shell", "-c", SETUP).splitlines()[-1])
@@ -189,6 +201,7 @@ class Rig:
         self.raw_worker = stack.enter_context(Process("raw-worker", raw_args, raw_env, tmp, "raw worker polling"))
         log(f"{self.engine}; temporal pid {self.temporal.pid}, worker {self.worker.pid}, raw {self.raw_worker.pid}")
         self.processes = {"temporal": self.temporal, "worker": self.worker, "raw worker": self.raw_worker}
+        self.processes["model server"] = self.model
 
     @staticmethod
     @contextmanager

@@ -12,6 +12,16 @@ from bench.results import CONCURRENCY, OPEN_WINDOW, THROTTLE, Config, Results
 
 HERE = Path(__file__).resolve().parent
 SIDES = {"api": "Django + API", "raw": "raw SDK"}
+PEER = "FastAPI peer"
+# The API beside its peer (bench.fastapi_peer) and the raw SDK: label, unit, figure, targets (API / peer, API / raw).
+PEER_LINES = [
+    ("1 start p50, back to back", "ms", "start_p50", "", "≤ 1.5"),
+    ("1b start p50, spaced 60 ms apart", "ms", "spaced_p50", "≤ 1.1", "≤ 1.3"),
+    ("1b web process CPU per start", "ms", "webcpu", "≤ 1.2", ""),
+    (f"2 start throughput, {CONCURRENCY} clients", "sessions/s", "start_tput", "≥ 1.0", "≥ 0.7"),
+    ("4 message round trip p50", "ms", "msg_p50", "", ""),
+    ("6 first message (update-with-start) p50", "ms", "first_p50", "", "≤ 1.2"),
+]
 # The lines comparing one figure of both sides: label, unit, figure (its _api and _raw), the target's API / raw bound
 PAIRS = [
     ("1 start latency p50, sequential", "ms", "start_p50", "≤ 1.5"),
@@ -88,8 +98,43 @@ def rows(config: Config, results: Results) -> list[list[str]]:
     return out
 
 
+def peer_rows(results: Results) -> list[list[str]]:
+    """measurement, Django + API, FastAPI peer, raw SDK, API / peer, API / raw, target, result."""
+    f, out = results.figures, []
+    for label, unit, key, peer_bound, raw_bound in PEER_LINES:
+        api, peer, raw = (f.get(f"{key}_{side}") for side in ("api", "fastapi", "raw"))
+        if api is None or peer is None:
+            continue
+        by_peer, by_raw = api / peer, (api / raw if raw else None)
+        checks = [(by_peer, peer_bound, "peer"), (by_raw, raw_bound, "raw")]
+        met = [within(ratio, bound) for ratio, bound, _ in checks if bound and ratio is not None]
+        target = ", ".join(f"{bound}x {name}" for _, bound, name in checks if bound)
+        result = "" if not met else "PASS" if all(met) else "MISS"
+        cells = [amount(api, unit), amount(peer, unit), amount(raw, unit), amount(by_peer, "x"), amount(by_raw, "x")]
+        out.append([label, *cells, target, result])
+    return out
+
+
+def first_token_rows(results: Results) -> list[list[str]]:
+    """sessions at once, the model's own first token, through the project, the overhead p50 and p95, target, result."""
+    f, out = results.figures, []
+    for level in (1, 20):
+        if f"ttft_{level}_overhead_p50" not in f:
+            continue
+        overhead = f[f"ttft_{level}_overhead_p50"]
+        cells = [amount(f[f"ttft_{level}_{k}"], "ms") for k in ("model_p50", "project_p50", "overhead_p50")]
+        cells.append(amount(f[f"ttft_{level}_overhead_p95"], "ms"))
+        label = f"7 first token, {level} session{'s' if level > 1 else ''} at once"
+        out.append([label, *cells, "overhead p50 ≤ 80 ms", "PASS" if overhead <= 80 else "MISS"])
+    return out
+
+
 def results_table(config: Config, results: Results) -> str:
-    return table(["measurement", *SIDES.values(), "ratio", "target", "result"], rows(config, results))
+    main = table(["measurement", *SIDES.values(), "ratio", "target", "result"], rows(config, results))
+    header = ["beside the peer", SIDES["api"], PEER, SIDES["raw"], "API / peer", "API / raw", "target", "result"]
+    first = ["first token", "model's own p50", "through the project p50", "overhead p50", "overhead p95"]
+    tokens = table([*first, "target", "result"], first_token_rows(results))
+    return f"{table(header, peer_rows(results))}\n\n{tokens}\n\n{main}"
 
 
 def cpu_table(results: Results) -> str:
@@ -106,22 +151,29 @@ def chart(config: Config, results: Results, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    f, levels, colors = results.figures, config.levels, {"api": "#1f77b4", "raw": "#ff7f0e"}
-    fig, ((latency, throughput), (rss, message)) = plt.subplots(2, 2, figsize=(12, 8.5))
+    f, levels = results.figures, config.levels
+    colors = {"api": "#1f77b4", "fastapi": "#2ca02c", "raw": "#ff7f0e"}
+    names = {"api": SIDES["api"], "fastapi": PEER, "raw": SIDES["raw"]}
+    fig, ((latency, throughput, tokens), (rss, message, spare)) = plt.subplots(2, 3, figsize=(17, 8.5))
+    spare.axis("off")
 
     def bars(ax: plt.Axes, unit: str, title: str, groups: dict[str, str]) -> None:
-        for j, side in enumerate(SIDES):
-            xs = [i + (j - 0.5) * 0.38 for i in range(len(groups))]
-            drawn = ax.bar(xs, [f[f"{k}_{side}"] for k in groups.values()], 0.38, label=SIDES[side], color=colors[side])
+        sides = [side for side in colors if all(f"{k}_{side}" in f for k in groups.values())]
+        width = 0.8 / len(sides)
+        for j, side in enumerate(sides):
+            xs = [i + (j - (len(sides) - 1) / 2) * width for i in range(len(groups))]
+            heights = [f[f"{k}_{side}"] for k in groups.values()]
+            drawn = ax.bar(xs, heights, width, label=names[side], color=colors[side])
             ax.bar_label(drawn, fmt="%.1f" if unit == "ms" else "%.0f", fontsize=8)
         ax.set_xticks(range(len(groups)), list(groups))
         ax.set(ylabel=unit, title=title)
 
-    latencies = {"start p50": "start_p50", "start p95": "start_p95", "message p50": "msg_p50", "message p95": "msg_p95"}
+    latencies = {"start p50": "start_p50", "spaced start p50": "spaced_p50", "message p50": "msg_p50"}
+    latencies |= {"first message p50": "first_p50"}
     bars(latency, "ms", "Latency, sequential (lower is better)", latencies)
     throughputs = {"starts": "start_tput", "end to end": "e2e_tput"}
     bars(throughput, "sessions/s", f"Throughput, {CONCURRENCY} clients (higher is better)", throughputs)
-    for side, color in colors.items():
+    for side, color in ((side, colors[side]) for side in SIDES):
         held = levels if side == "api" else [f[f"raw_open_{n}"] for n in levels]
         rss.plot(held, [f[f"rss_{n}_{side}"] for n in levels], "o-", label=f"{SIDES[side]} worker", color=color)
         message.plot(levels, [f[f"msg_{n}_{side}"] for n in levels], "o-", label=SIDES[side], color=color)
@@ -132,9 +184,19 @@ def chart(config: Config, results: Results, path: Path) -> None:
     message.set(title="Message round trip p50 with N sessions open", ylabel="ms")
     for ax in (rss, message):
         ax.set(xscale="log", xlabel="sessions open at once", ylim=(0, None))
-    for ax in (latency, throughput, rss, message):
+    levels_run = [n for n in (1, 20) if f"ttft_{n}_model_p50" in f]
+    for j, (kind, label, color) in enumerate(
+        [("model", "the model's own", "#7f7f7f"), ("project", "through the project", "#1f77b4")]
+    ):
+        xs = [i + (j - 0.5) * 0.38 for i in range(len(levels_run))]
+        drawn = tokens.bar(xs, [f[f"ttft_{n}_{kind}_p50"] for n in levels_run], 0.38, label=label, color=color)
+        tokens.bar_label(drawn, fmt="%.0f", fontsize=8)
+    tokens.set_xticks(range(len(levels_run)), [f"{n} session{'s' if n > 1 else ''} at once" for n in levels_run])
+    tokens.set(ylabel="ms", title="Time to the first token, p50 (overhead target ≤ 80 ms)")
+    for ax in (latency, throughput, tokens, rss, message):
         ax.legend()
-    fig.suptitle(f"make bench ({config.scale}), {datetime.date.today():%Y-%m-%d}: Django + Temporal vs the raw SDK")
+    title = "Django + Temporal beside FastAPI + Temporal and the raw SDK"
+    fig.suptitle(f"make bench ({config.scale}), {datetime.date.today():%Y-%m-%d}: {title}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -145,7 +207,8 @@ def write(config: Config, results: Results) -> None:
     out.mkdir(parents=True, exist_ok=True)
     chart(config, results, out / "benchmarks.png")
     f, first, top = results.figures, config.levels[0], config.levels[-1]
-    misses = "; ".join(r[0].strip() for r in rows(config, results) if r[-1] == "MISS")
+    every = [*peer_rows(results), *first_token_rows(results), *rows(config, results)]
+    misses = "; ".join(r[0].strip() for r in every if r[-1] == "MISS")
     fields = {"config": config, "results": results, "first": first, "top": top, "f": f}
     fields |= {"CONCURRENCY": CONCURRENCY, "OPEN_WINDOW": OPEN_WINDOW, "THROTTLE": THROTTLE}
     fields |= {"results_table": results_table(config, results), "cpu_table": cpu_table(results)}

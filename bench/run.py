@@ -18,14 +18,14 @@ import psutil
 
 from bench import project, report
 from bench.load import Load
-from bench.phases import connections, message, start
+from bench.phases import connections, first_token, message, spaced, start
 from bench.phases.scale import Scale
-from bench.procs import TEMPORAL_CLI, Rig, WebServer, log
+from bench.procs import PEER, TEMPORAL_CLI, Rig, WebServer, log
 from bench.results import Config, Results
 
 
-async def measure(rig: Rig, web: WebServer, config: Config, results: Results) -> None:
-    async with Load(rig, web, results) as load:
+async def measure(rig: Rig, web: WebServer, peer: WebServer, config: Config, results: Results) -> None:
+    async with Load(rig, web, results, peer) as load:
         scale = Scale(load, config)
         # The lowest scale level first, on the fresh worker; the higher ones last, keeping the sessions the phases
         # in between left open (so fewer have to be started for them).
@@ -34,9 +34,12 @@ async def measure(rig: Rig, web: WebServer, config: Config, results: Results) ->
             ("warm-up", lambda: start.warm_up(load)),
             (f"5 scale, {first:,} open", lambda: scale.level(first)),
             ("1 start latency", lambda: start.latency(load, config)),
+            ("1b start latency, spaced", lambda: spaced.starts(load, config)),
             ("2 start throughput", lambda: start.throughput(load, config)),
             ("3 end to end", lambda: start.end_to_end(load, config)),
             ("4 message round trip", lambda: message.round_trip(load, config)),
+            ("6 first message", lambda: spaced.first_message(load, config)),
+            ("7 first token", lambda: first_token.measure(load, config)),
             *((f"5 scale, {n:,} open", lambda n=n: scale.level(n)) for n in rest),
         ]
         for name, phase in phases:
@@ -46,6 +49,7 @@ async def measure(rig: Rig, web: WebServer, config: Config, results: Results) ->
             results.timings[name] = time.monotonic() - t0
             rig.check_alive()
             web.check_alive()
+            peer.check_alive()
         connections.connect_cost(load)
 
 
@@ -66,6 +70,7 @@ def machine_facts(rig: Rig, web: WebServer, load_before: str) -> dict[str, str]:
         "Django": metadata.version("Django"),
         "djangorestframework": metadata.version("djangorestframework"),
         "web server": f"{web.kind} ({metadata.version(web.kind.split('-')[0])})",
+        "the peer": f"FastAPI {metadata.version('fastapi')} (Starlette {metadata.version('starlette')}) under uvicorn",
         "aiohttp (load client)": metadata.version("aiohttp"),
         "database": rig.engine + (f" (SQLite library {sqlite3.sqlite_version})" if rig.engine == "SQLite" else ""),
     }
@@ -82,10 +87,13 @@ def main() -> int:
     with (
         Rig.started("bench", config.keep_tmp) as rig,
         WebServer(os.environ.get("BENCH_SERVER", "uvicorn"), rig.env, rig.tmp) as web,
+        WebServer(
+            "fastapi-peer", rig.env | {"BENCH_BUSY_TIMEOUT": str(rig.setup["busy_timeout"])}, rig.tmp, PEER
+        ) as peer,
     ):
-        log(f"{web.kind} pid {web.pid} on {web.url}")
+        log(f"{web.kind} pid {web.pid} on {web.url}; the FastAPI peer pid {peer.pid} on {peer.url}")
         results.timings["start-up"] = time.monotonic() - started
-        asyncio.run(measure(rig, web, config, results))
+        asyncio.run(measure(rig, web, peer, config, results))
         results.facts = machine_facts(rig, web, load_before)
         results.settings = {**project.worker_defaults(), "conn_max_age": rig.setup["conn_max_age"]}
     results.wall = time.monotonic() - started

@@ -7,7 +7,7 @@ recorded (`.requests`) for assertions on what the model was sent.
 
 As a process of its own, for a developer to point the app at (`OPENAI_BASE_URL=http://127.0.0.1:8001/v1`):
 
-    python -m tests.model_server --port 8001 [--chunk-delay 0.02]
+    python -m tests.model_server --port 8001 [--chunk-delay 0.02] [--first-token-delay 0.2]
 
 It serves `POST /v1/chat/completions` only. pydantic-ai's `openai:` model names use the Responses API
 (`/v1/responses`); name the model `openai-chat:<name>` to reach this server.
@@ -181,9 +181,17 @@ def sse(payload: dict[str, Any] | str) -> bytes:
 class ModelServer:
     """The server on its own thread and event loop, on 127.0.0.1 and a free port unless given one."""
 
-    def __init__(self, port: int = 0, *, chunk_delay: float = DEFAULT_CHUNK_DELAY, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        chunk_delay: float = DEFAULT_CHUNK_DELAY,
+        first_token_delay: float = 0.0,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.host = host
         self.chunk_delay = chunk_delay
+        self.first_token_delay = first_token_delay
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Bound here rather than by aiohttp, so the port is known (and held) before the loop starts.
@@ -386,7 +394,8 @@ class ModelServer:
             self._finish(recorded, "failed")
             return web.json_response(error_body(400, "Expected a JSON body with a `messages` list."), status=400)
         with self._changed:
-            step = recorded.step = self._steps.popleft() if self._steps else Reply(chunk_delay=self.chunk_delay)
+            default = Reply(chunk_delay=self.chunk_delay, first_token_delay=self.first_token_delay)
+            step = recorded.step = self._steps.popleft() if self._steps else default
 
         if isinstance(step, Fail):
             headers = {}
@@ -495,9 +504,11 @@ class ModelServer:
 
 
 @contextlib.contextmanager
-def running(port: int = 0, *, chunk_delay: float = DEFAULT_CHUNK_DELAY) -> Iterator[ModelServer]:
+def running(
+    port: int = 0, *, chunk_delay: float = DEFAULT_CHUNK_DELAY, first_token_delay: float = 0.0
+) -> Iterator[ModelServer]:
     """A started server, stopped on the way out."""
-    with ModelServer(port, chunk_delay=chunk_delay) as server:
+    with ModelServer(port, chunk_delay=chunk_delay, first_token_delay=first_token_delay) as server:
         yield server
 
 
@@ -505,6 +516,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.model_server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--chunk-delay", type=float, default=DEFAULT_CHUNK_DELAY, help="seconds between chunks")
+    parser.add_argument("--first-token-delay", type=float, default=0.0, help="seconds before the first chunk")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # its address shows at once under a process manager
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -514,7 +526,7 @@ def main() -> None:
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    with running(args.port, chunk_delay=args.chunk_delay) as server:
+    with running(args.port, chunk_delay=args.chunk_delay, first_token_delay=args.first_token_delay) as server:
         print(f"OpenAI-compatible test model at {server.url} (OPENAI_BASE_URL={server.url}); Ctrl-C stops it")
         received = signal.sigwait(stop_signals)
     print(f"stopped by {signal.Signals(received).name}")

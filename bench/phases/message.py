@@ -2,27 +2,28 @@
 
 from collections.abc import Callable
 
-from bench.load import SIDES, Load, interleaved, record_latencies
+from bench.load import Load, interleaved, record_latencies
 from bench.results import Config
 
 
-async def samples(load: Load, n: int, pick: Callable[[list[str], int], str]) -> dict[str, list[float]]:
+async def samples(
+    load: Load, n: int, pick: Callable[[list[str], int], str], sides: tuple[str, ...] | None = None
+) -> dict[str, list[float]]:
     """n messages of each side, to the open sessions `pick` chooses, after 3 of each that are not counted."""
+    sides = sides or load.sides
     for i in range(3):
-        for side in SIDES:
+        for side in sides:
             await load.message(side, pick(load.open[side], i))
-    return await interleaved(n, lambda side, i: load.message(side, pick(load.open[side], i)))
+    return await interleaved(n, lambda side, i: load.message(side, pick(load.open[side], i)), sides=sides)
 
 
 async def round_trip(load: Load, config: Config) -> None:
     for _ in range(10):
-        for side in SIDES:
+        for side in load.sides:
             await load.start(side)
     await load.drain()
     spent: dict[str, float] = {}
     with load.charge(spent):  # over the 10 newest of each side
         found = await samples(load, config.messages, lambda ids, i: ids[len(ids) - 10 + i % 10])
-    load.results.cpu["4 one API message + one raw update, per pair"] = {
-        k: 1000 * v / (config.messages + 3) for k, v in spent.items()
-    }
+    load.results.cpu["4 one message of each side"] = {k: 1000 * v / (config.messages + 3) for k, v in spent.items()}
     record_latencies(load.results, "msg", found)

@@ -7,12 +7,13 @@ import random
 import statistics
 import time
 
-from bench.load import SIDES, Load, fan_out
+from bench.load import Load, fan_out
 from bench.phases import message
 from bench.procs import log
 from bench.results import OPEN_WINDOW, Config
 
 SETUP_CONCURRENCY = 64  # raw-client starts at once while opening sessions
+SIDES = ("api", "raw")  # the two workers holding sessions (the peer's sessions are the project worker's)
 
 
 class Scale:
@@ -45,7 +46,7 @@ class Scale:
         load.results.timings[f"5 scale: open {level:,}"] = time.monotonic() - t0
         f[f"rss_{level}_api"], f[f"rss_{level}_raw"] = load.rig.worker.rss_mb(), load.rig.raw_worker.rss_mb()
         f[f"threads_{level}_api"] = load.rig.worker.popen.num_threads()
-        found = await message.samples(load, self.config.level_messages, lambda ids, _: self.rng.choice(ids))
+        found = await message.samples(load, self.config.level_messages, lambda ids, _: self.rng.choice(ids), SIDES)
         f[f"msg_{level}_api"], f[f"msg_{level}_raw"] = statistics.median(found["api"]), statistics.median(found["raw"])
         for side in (s for s in SIDES if self.opened[s]):
             cpu = {k: 1000 * v / self.opened[side] for k, v in self.spent[side].items()}

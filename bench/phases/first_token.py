@@ -1,0 +1,102 @@
+"""Line 7: time to the first token. The local model server (tests/model_server.py, at a set pace) answers the
+project's worker; an SSE client of the project's event stream times `POST .../messages/` to the first `delta` of
+its reply, and the same client times the server's own first token directly (a streamed completion, to its first
+content chunk), at the same concurrency, in the same rounds. The overhead is the difference: the workflow, the
+activity, pydantic-ai, the event log and the stream."""
+
+import asyncio
+import json
+import math
+import statistics
+import time
+
+import aiohttp
+
+from bench.load import Load
+from bench.results import Config
+
+LEVELS = (1, 20)  # sessions whose messages are posted at once
+
+
+class Follower:
+    """One session's event stream, read as a browser's EventSource would: when each reply's first delta came."""
+
+    def __init__(self, http: aiohttp.ClientSession, session_id: str) -> None:
+        self.http, self.session_id = http, session_id
+        self.first_delta: dict[int, float] = {}
+        self.stored: dict[int, asyncio.Event] = {}
+        self.task = asyncio.create_task(self.read())
+
+    def stored_event(self, seq: int) -> asyncio.Event:
+        return self.stored.setdefault(seq, asyncio.Event())
+
+    async def read(self) -> None:
+        async with self.http.get(f"/api/sessions/{self.session_id}/events/") as response:
+            kind = ""
+            async for raw in response.content:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    data = json.loads(line.removeprefix("data: "))
+                    if kind == "delta":
+                        self.first_delta.setdefault(data["turn"], time.perf_counter())
+                    elif kind == "message":
+                        self.stored_event(data["seq"]).set()
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def through_project(load: Load, follower: Follower) -> float:
+    t0 = time.perf_counter()
+    url = f"/api/sessions/{follower.session_id}/messages/"
+    reply = json.loads(await load.post("api", url, {"content": "hi"}, 201))["reply_seq"]
+    await asyncio.wait_for(follower.stored_event(reply).wait(), 60)
+    return 1000 * (follower.first_delta[reply] - t0)
+
+
+async def direct(http: aiohttp.ClientSession, model_url: str) -> float:
+    body = {"model": "bench-model", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    t0 = time.perf_counter()
+    async with http.post(f"{model_url}/chat/completions", json=body) as response:
+        async for raw in response.content:
+            line = raw.decode().strip()
+            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                took = 1000 * (time.perf_counter() - t0)
+                break
+        async for _ in response.content:  # the rest of the answer, as the worker reads it
+            pass
+    return took
+
+
+def p95(values: list[float]) -> float:
+    return sorted(values)[math.ceil(0.95 * len(values)) - 1]
+
+
+async def measure(load: Load, config: Config) -> None:
+    rounds = {1: max(10, config.messages // 4), 20: max(3, config.messages // 20)}
+    headers = dict(load.http["api"].headers)
+    streams = aiohttp.ClientSession(load.web.url, headers=headers, timeout=aiohttp.ClientTimeout())
+    model = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(60))
+    try:
+        for level in LEVELS:
+            ids = [await load.start("api") for _ in range(level)]
+            await load.drain()
+            followers = [Follower(streams, session_id) for session_id in ids]
+            project, own = [], []
+            for _ in range(rounds[level]):
+                own += await asyncio.gather(*(direct(model, load.rig.model_url) for _ in range(level)))
+                project += await asyncio.gather(*(through_project(load, f) for f in followers))
+            for follower in followers:
+                await follower.close()
+            f = load.results.figures
+            f[f"ttft_{level}_project_p50"], f[f"ttft_{level}_project_p95"] = statistics.median(project), p95(project)
+            f[f"ttft_{level}_model_p50"], f[f"ttft_{level}_model_p95"] = statistics.median(own), p95(own)
+            f[f"ttft_{level}_overhead_p50"] = f[f"ttft_{level}_project_p50"] - f[f"ttft_{level}_model_p50"]
+            f[f"ttft_{level}_overhead_p95"] = f[f"ttft_{level}_project_p95"] - f[f"ttft_{level}_model_p95"]
+            await load.drain()
+    finally:
+        await streams.close()
+        await model.close()
