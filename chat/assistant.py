@@ -7,13 +7,11 @@ SDK's own are off: a failure reaches Temporal, and a retried attempt is a visibl
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
 from pydantic_ai.models import Model, infer_model
@@ -54,7 +52,7 @@ async def _demo_stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIt
         yield word if index == 0 else f" {word}"
 
 
-def build_model(name: str) -> Model:
+def build_model(name: str, *, base_url: str = "", api_key: str = "") -> Model:
     """The model a setting names: `demo`, `openai:<model>` (Chat Completions, at OPENAI_BASE_URL), or any other
     pydantic-ai model string (`anthropic:...`, `google-gla:...`), configured by that provider's own variables."""
     if name == DEMO:
@@ -66,7 +64,7 @@ def build_model(name: str) -> Model:
         from pydantic_ai.models.openai import OpenAIChatModel
         from pydantic_ai.providers.openai import OpenAIProvider
 
-        provider_ = OpenAIProvider(base_url=settings.OPENAI_BASE_URL or None, api_key=settings.OPENAI_API_KEY or None)
+        provider_ = OpenAIProvider(base_url=base_url or None, api_key=api_key or None)
         return OpenAIChatModel(model_name, provider=provider_)
     try:
         return infer_model(name)
@@ -74,18 +72,22 @@ def build_model(name: str) -> Model:
         raise ImproperlyConfigured(f"CHAT_ASSISTANT_MODEL={name!r}: {exc}") from exc
 
 
-@receiver(setting_changed)
-def _follow_settings(*, setting: str, **kwargs: object) -> None:
-    if setting.startswith(("CHAT_ASSISTANT_", "OPENAI_")):
-        get_agent.cache_clear()
-
-
-@cache
 def get_agent() -> Agent:
-    """The process's agent, built once from settings."""
+    """The agent for the current settings, built once per configuration. Keyed by the settings it reads rather than
+    cleared when one changes: a build that read a setting just before it changed can't outlive the change."""
+    return _agent(
+        settings.CHAT_ASSISTANT_MODEL,
+        settings.CHAT_ASSISTANT_SYSTEM_PROMPT,
+        settings.OPENAI_BASE_URL,
+        settings.OPENAI_API_KEY,
+    )
+
+
+@lru_cache(maxsize=4)
+def _agent(model: str, instructions: str, base_url: str, api_key: str) -> Agent:
     return Agent(
-        build_model(settings.CHAT_ASSISTANT_MODEL),
-        instructions=settings.CHAT_ASSISTANT_SYSTEM_PROMPT,
+        build_model(model, base_url=base_url, api_key=api_key),
+        instructions=instructions,
         # The provider SDK's own retries would hide failures from Temporal, which retries the whole turn.
         model_settings={"max_retries": 0},
     )
