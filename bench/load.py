@@ -186,7 +186,11 @@ async def interleaved(
     return samples
 
 
+def p95(values: list[float]) -> float:
+    return sorted(values)[math.ceil(0.95 * len(values)) - 1]  # nearest rank
+
+
 def record_latencies(results: Results, key: str, samples: dict[str, list[float]]) -> None:
     for side, values in samples.items():
         results.figures[f"{key}_p50_{side}"] = statistics.median(values)
-        results.figures[f"{key}_p95_{side}"] = sorted(values)[math.ceil(0.95 * len(values)) - 1]  # nearest rank
+        results.figures[f"{key}_p95_{side}"] = p95(values)

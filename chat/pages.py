@@ -9,12 +9,18 @@ from django.urls import reverse
 
 from chat import services
 from chat.exceptions import SessionNotFound, TemporalUnavailable, WorkflowUnreadable
-from chat.models import ChatSession
+from chat.models import ChatMessage, ChatSession
 
 CLOSED_NOTICES = {
     ChatSession.Status.ENDED: "This chat has ended.",
     ChatSession.Status.TIMED_OUT: "This chat ended after a while without messages.",
     ChatSession.Status.FAILED: "This chat failed and can take no more messages.",
+}
+# The words the page's script shows for what the stream tells it, from here only (the template hands them over).
+SCRIPT_TEXT = {
+    "status_labels": dict(ChatSession.Status.choices),
+    "closed_notices": CLOSED_NOTICES,
+    "reply_notes": {ChatMessage.Status.STOPPED: "Stopped", ChatMessage.Status.FAILED: services.FAILED_REPLY},
 }
 
 
@@ -46,6 +52,7 @@ def _page(request: HttpRequest, shown: services.Conversation | None) -> HttpResp
         "closed_notice": CLOSED_NOTICES.get(status, ""),
         "max_length": settings.CHAT_MESSAGE_MAX_LENGTH,
         "title": _title(shown),
+        "script_text": SCRIPT_TEXT,
     }
     if request.user.is_staff and session is not None:
         context["admin_url"] = reverse("admin:chat_chatsession_change", args=[session.pk])

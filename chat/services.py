@@ -32,6 +32,8 @@ from chat.types import ChatMessageData, MessageStatus, SessionEnd, SessionOption
 
 logger = logging.getLogger(__name__)
 REPLY_POLL_SECONDS = 0.1
+# What a client shows for a reply that failed (the `turn_failed` event's detail, and the chat page's note).
+FAILED_REPLY = "The assistant could not answer. Send another message to try again."
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def session_conversation(*, user: AbstractBaseUser, session_id: str) -> Conversa
     try:
         session = session_get(user=user, session_id=session_id)
     except SessionNotFound:
-        _require_owner(user=user, session_id=session_id)  # asks the workflow: the record may not be written yet
+        session_require_owner(user=user, session_id=session_id)  # asks the workflow: the record may not be written yet
         return Conversation(session=None, session_id=session_id, messages=[], after=None)
     log = get_event_log()
     # Read before the messages: whatever is stored after this read also reaches the stream after it.
@@ -142,11 +144,6 @@ def session_conversation(*, user: AbstractBaseUser, session_id: str) -> Conversa
         if anchor is None or after is None or log.sort_key(anchor) < log.sort_key(after):
             after = anchor
     return Conversation(session=session, session_id=session_id, messages=messages, after=after)
-
-
-def session_require_owner(*, user: AbstractBaseUser, session_id: str) -> None:
-    """SessionNotFound unless the session is the user's, from the moment its workflow starts."""
-    _require_owner(user=user, session_id=session_id)
 
 
 def session_live_state(session: ChatSession) -> SessionState | None:
@@ -173,7 +170,7 @@ def message_post(
 ) -> ChatMessageData:
     """Hands the message to the session's workflow, which numbers and stores it; idempotent with a
     client_message_id. Over the user's daily token budget, refused before any model call."""
-    _require_owner(user=user, session_id=session_id)
+    session_require_owner(user=user, session_id=session_id)
     _require_token_budget(user)
     return gateway.call(
         SessionGateway.post, session_id=session_id, content=content, client_message_id=client_message_id
@@ -183,7 +180,7 @@ def message_post(
 def session_end(*, user: AbstractBaseUser, session_id: str, by: AbstractBaseUser | None = None) -> SessionState:
     """Ends the user's session through its workflow and returns its final state. `by` is whoever ends it when
     that isn't the owner (a staff member in the admin)."""
-    _require_owner(user=user, session_id=session_id)
+    session_require_owner(user=user, session_id=session_id)
     by = by or user
     final = gateway.call(SessionGateway.end, session_id=session_id, ended_by=str(by.pk))
     logger.info(
@@ -205,7 +202,7 @@ def reply_wait(*, session_id: str, seq: int) -> ChatMessage:
 
 def session_stop(*, user: AbstractBaseUser, session_id: str) -> bool:
     """Stops the reply being written, keeping what it wrote; the session stays open. False when none was."""
-    _require_owner(user=user, session_id=session_id)
+    session_require_owner(user=user, session_id=session_id)
     return gateway.call(SessionGateway.stop, session_id=session_id)
 
 
@@ -225,7 +222,8 @@ def _require_token_budget(user: AbstractBaseUser) -> None:
         raise TokenBudgetExceeded(budget, retry_after=max(1, int((tomorrow - timezone.now()).total_seconds())))
 
 
-def _require_owner(*, user: AbstractBaseUser, session_id: str) -> None:
+def session_require_owner(*, user: AbstractBaseUser, session_id: str) -> None:
+    """SessionNotFound unless the session is the user's, from the moment its workflow starts."""
     # One read answers both "whose is it?" and "is it recorded yet?": two separate reads would race with the
     # record's first write, and could tell the owner 404 in between.
     owner_id = ChatSession.objects.filter(session_id=session_id).values_list("user_id", flat=True).first()
@@ -274,7 +272,7 @@ def message_record(*, session_id: str, message: ChatMessageData) -> ChatMessage:
         )
     events = [Event(session_id, "message", message_event_data(stored), key=f"message:{stored.seq}")]
     if stored.status == ChatMessage.Status.FAILED:
-        detail = {"turn": stored.seq, "detail": "The assistant could not answer. Send another message to try again."}
+        detail = {"turn": stored.seq, "detail": FAILED_REPLY}
         events.append(Event(session_id, "turn_failed", detail, key=f"turn_failed:{stored.seq}"))
     get_event_log().append(session_id, events)
     return stored

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -290,6 +290,18 @@ class WebServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; .ci/run installs it, and the browser tests skip without it
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """Headless Chromium, quiet: nothing of its own reaches the network."""
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+              "--no-first-run", "--disable-sync", "--disable-quic"],
+    )  # fmt: skip
 
 
 def token_client(username: str) -> APIClient:

@@ -13,9 +13,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chat.models import ChatSession
-from tests.conftest import DevServer, WorkerProcess, free_port, wait_for
+from tests.conftest import CHROMIUM, DevServer, WorkerProcess, free_port, launch_chromium, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 pytestmark = [
     pytest.mark.temporal,  # starts a dev server of its own, with the Web UI
@@ -53,11 +52,7 @@ def test_an_operator_finds_a_session_ends_it_and_follows_it_into_the_temporal_we
     assert api.post(url, {"content": "hello"}, format="json").status_code == 201
 
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync", "--disable-quic"],
-        )  # fmt: skip
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"{live_server.url}/admin/login/?next=/admin/chat/chatsession/")
         page.fill("#id_username", "ops")

@@ -16,10 +16,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from chat.models import ChatMessage, ChatSession
-from tests.conftest import WebServer, app_env, wait_for
+from tests.conftest import CHROMIUM, WebServer, app_env, launch_chromium, wait_for
 from tests.model_server import Reply
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -46,11 +45,7 @@ def site(worker, dev_server, assistant_model, settings, tmp_path: Path, monkeypa
 @pytest.fixture
 def browser() -> Iterator["playwright.Browser"]:
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync", "--disable-quic"],
-        )  # fmt: skip
+        browser = launch_chromium(p)
         yield browser
         browser.close()
 

@@ -6,13 +6,12 @@ activity, pydantic-ai, the event log and the stream."""
 
 import asyncio
 import json
-import math
 import statistics
 import time
 
 import aiohttp
 
-from bench.load import Load
+from bench.load import Load, p95
 from bench.results import Config
 
 LEVELS = (1, 20)  # sessions whose messages are posted at once
@@ -69,10 +68,6 @@ async def direct(http: aiohttp.ClientSession, model_url: str) -> float:
         async for _ in response.content:  # the rest of the answer, as the worker reads it
             pass
     return took
-
-
-def p95(values: list[float]) -> float:
-    return sorted(values)[math.ceil(0.95 * len(values)) - 1]
 
 
 async def measure(load: Load, config: Config) -> None:

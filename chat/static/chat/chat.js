@@ -20,13 +20,8 @@
   const endButton = $("end");
   const errorBox = $("error");
   const connectionBox = $("connection");
-  const STATUS_LABELS = { active: "Active", ended: "Ended", timed_out: "Timed out", failed: "Failed" };
-  const CLOSED_NOTICES = {
-    ended: "This chat has ended.",
-    timed_out: "This chat ended after a while without messages.",
-    failed: "This chat failed and can take no more messages.",
-  };
-  const FAILED_NOTE = "The assistant could not answer. Send another message to try again.";
+  // The page's words, as chat/pages.py gives them.
+  const TEXT = JSON.parse(document.getElementById("chat-text").textContent);
 
   let sessionId = chat.dataset.sessionId || null;
   let status = chat.dataset.status;
@@ -115,7 +110,7 @@
     element.dataset.status = message.status || "complete";
     element.removeAttribute("aria-busy");
     if (message.role === "assistant") {
-      setNote(element, { stopped: "Stopped", failed: FAILED_NOTE }[message.status] || "");
+      setNote(element, TEXT.reply_notes[message.status] || "");
     }
     writingChanged();
     if (following) toBottom();
@@ -167,7 +162,7 @@
   function showStatus(newStatus) {
     status = newStatus;
     const badge = $("session-status");
-    badge.textContent = STATUS_LABELS[newStatus] || newStatus;
+    badge.textContent = TEXT.status_labels[newStatus] || newStatus;
     badge.className = `badge badge--${newStatus}`;
     badge.hidden = false;
     const item = document.querySelector(`[data-testid="session-item"][data-session-id="${sessionId}"] .badge`);
@@ -179,7 +174,7 @@
       form.hidden = true;
       endButton.hidden = true;
       const notice = $("closed-notice");
-      notice.textContent = CLOSED_NOTICES[newStatus] || "This chat can take no more messages.";
+      notice.textContent = TEXT.closed_notices[newStatus] || "This chat can take no more messages.";
       notice.hidden = false;
       for (const open of messages.querySelectorAll('[data-final="false"]')) {
         if (!open.querySelector(".message__text").textContent) open.remove(); // a reply that never started
@@ -298,7 +293,7 @@
     meta.className = "sessions__meta";
     const badge = document.createElement("span");
     badge.className = "badge badge--active";
-    badge.textContent = STATUS_LABELS.active;
+    badge.textContent = TEXT.status_labels.active;
     meta.append(badge, " just now");
     link.append(title, meta);
     item.append(link);
