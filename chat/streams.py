@@ -59,7 +59,8 @@ def _authorize(request: HttpRequest, session_id: str) -> JsonResponse | None:
 async def session_events(request: HttpRequest, session_id: str) -> HttpResponse:
     if request.method != "GET":
         return JsonResponse({"detail": f'Method "{request.method}" not allowed.'}, status=405)
-    refused = await sync_to_async(_authorize)(request, session_id)
+    # On the loop's pool: the auth is self-contained (it closes its connection), so it needs no thread of its own.
+    refused = await sync_to_async(_authorize, thread_sensitive=False)(request, session_id)
     if refused is not None:
         return refused
     after = request.headers.get("Last-Event-ID") or request.GET.get("after") or None

@@ -13,7 +13,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import httpx
+import psutil
 import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
@@ -40,6 +42,7 @@ class Chat:
 
     url: str
     token: str
+    pid: int  # the web process's (its workers are its children)
 
     def headers(self, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Token {self.token}", **extra}
@@ -128,7 +131,7 @@ def web(worker, dev_server, assistant_model, settings, tmp_path: Path) -> Iterat
         server = WebServer({**app_env(dev_server.address, settings.TEMPORAL_TASK_QUEUE), **env}, tmp_path / "web.log")
         servers.append(server)
         user = get_user_model().objects.create_user(f"u{len(servers)}")
-        return Chat(server.url, Token.objects.create(user=user).key)
+        return Chat(server.url, Token.objects.create(user=user).key, server.process.pid)
 
     yield start
     for server in servers:
@@ -396,6 +399,34 @@ def test_a_long_session_continues_as_new_mid_conversation_with_the_right_context
     # characters each (the first run also holds the session's start).
     assert per_turn[-1] <= per_turn[0] * 1.1, runs
     assert max(size for size, _ in runs) < 30_000, runs
+
+
+def test_open_event_streams_hold_no_thread_each(web):
+    chat = web()
+    chat.start("crowd", content="hello")
+    subscribed(chat, "crowd")
+    server = psutil.Process(chat.pid)
+
+    def threads() -> int:
+        return sum(process.num_threads() for process in [server, *server.children(recursive=True)])
+
+    async def hold(n: int) -> int:
+        # aiohttp, which keeps each response's connection open while it is read (as a browser's EventSource does)
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(chat.url, connector=connector, headers=chat.headers()) as http:
+            streams = []
+            for _ in range(n):
+                streams.append(response := await http.get("/api/sessions/crowd/events/"))
+                assert response.status == 200
+                async for line in response.content:  # to its first event: subscribed, its backlog read
+                    if line.startswith(b"event: message"):
+                        break
+            return threads()
+
+    before = threads()
+    during = asyncio.run(hold(60))
+    # Django's ASGI handler kept a thread for each open stream (+60); what grows now is the processes' shared pools.
+    assert during - before < 30, (before, during)
 
 
 def test_a_worker_killed_mid_reply_is_replaced_and_the_stream_resumes_with_a_reset_within_5_seconds(
