@@ -105,16 +105,23 @@ class Process:
             raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log.read_text()[-3000:]}")
         return True
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the process and its live children (a web server's workers)."""
+    def _tree(self, read: Callable[[psutil.Process], float]) -> float:
+        """The sum of `read` over the process and its live children (a web server's workers)."""
         total = 0.0
         for process in [self.popen, *self.popen.children()]:
             with contextlib.suppress(psutil.NoSuchProcess):  # a server may replace a worker at any time
-                total += sum(process.cpu_times()[:2])
+                total += read(process)
         return total
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time."""
+        return self._tree(lambda process: sum(process.cpu_times()[:2]))
+
     def rss_mb(self) -> float:
-        return self.popen.memory_info().rss / 2**20
+        return self._tree(lambda process: process.memory_info().rss) / 2**20
+
+    def threads(self) -> int:
+        return int(self._tree(psutil.Process.num_threads))
 
     def __enter__(self) -> "Process":
         return self

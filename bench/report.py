@@ -5,6 +5,7 @@
 
 import datetime
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -129,12 +130,45 @@ def first_token_rows(results: Results) -> list[list[str]]:
     return out
 
 
+IDLE_CPU_TARGET = 5.0  # % of a core: "near zero" for a web server whose streams all wait
+
+
+def holding_rows(results: Results) -> list[list[str]]:
+    """Lines 8 and 9: measurement, value, target, result."""
+    f, out = results.figures, []
+
+    def row(label: str, value: str, target: str = "", ok: bool | None = None) -> None:
+        out.append([label, value, target, "" if ok is None else "PASS" if ok else "MISS"])
+
+    if "streams_rss_per_stream_kb" in f:
+        n, kb, idle = f"{f['streams_open']:,.0f}", f["streams_rss_per_stream_kb"], f["streams_idle_cpu"]
+        row(f"8 {n} idle SSE clients: web memory per stream", f"{kb:.0f} KB", "≤ 100 KB", kb <= 100)
+        cpu_target = f"≤ {IDLE_CPU_TARGET:.0f}%"
+        row(f"8 {n} idle SSE clients: web CPU", f"{idle:.1f}% of a core", cpu_target, idle <= IDLE_CPU_TARGET)
+        row(f"  {n} idle SSE clients: web server threads", f"{f['streams_threads']:,.0f}")
+    if "turns_n" in f:
+        n, whole, ordered = (int(f[k]) for k in ("turns_n", "turns_whole", "turns_in_order"))
+        good = f"{min(whole, ordered)} of {n}"
+        row(f"8 {n} turns at once: replies whole, in order", good, "all", whole == ordered == n)
+        delivery = f"{f['turns_delivery_p50']:.0f} / {f['turns_delivery_p95']:.0f} ms"
+        row(f"  {n} turns at once: delta delivery p50 / p95 (append → client)", delivery)
+        row(f"  {n} turns at once: worker CPU per turn", f"{f['turns_worker_cpu']:.0f} ms")
+    marks = sorted(int(k.removeprefix("history_")) for k in f if re.fullmatch(r"history_\d+", k))
+    if marks:
+        sizes = " / ".join(f"{f[f'history_{m}']:,.0f}" for m in marks)
+        at = " / ".join(f"{f[f'history_{m}_turn']:.0f}" for m in marks)
+        flat = f[f"history_{marks[-1]}"] / f[f"history_{marks[0]}"]
+        row(f"9 history bytes per turn, at turn {at}", f"{sizes} B ({flat:.2f}x)", "last ≤ 1.1x first", flat <= 1.1)
+    return out
+
+
 def results_table(config: Config, results: Results) -> str:
     main = table(["measurement", *SIDES.values(), "ratio", "target", "result"], rows(config, results))
     header = ["beside the peer", SIDES["api"], PEER, SIDES["raw"], "API / peer", "API / raw", "target", "result"]
     first = ["first token", "model's own p50", "through the project p50", "overhead p50", "overhead p95"]
     tokens = table([*first, "target", "result"], first_token_rows(results))
-    return f"{table(header, peer_rows(results))}\n\n{tokens}\n\n{main}"
+    holds = table(["what one machine holds", "measured", "target", "result"], holding_rows(results))
+    return f"{table(header, peer_rows(results))}\n\n{tokens}\n\n{holds}\n\n{main}"
 
 
 def cpu_table(results: Results) -> str:
@@ -207,7 +241,7 @@ def write(config: Config, results: Results) -> None:
     out.mkdir(parents=True, exist_ok=True)
     chart(config, results, out / "benchmarks.png")
     f, first, top = results.figures, config.levels[0], config.levels[-1]
-    every = [*peer_rows(results), *first_token_rows(results), *rows(config, results)]
+    every = [*peer_rows(results), *first_token_rows(results), *holding_rows(results), *rows(config, results)]
     misses = "; ".join(r[0].strip() for r in every if r[-1] == "MISS")
     fields = {"config": config, "results": results, "first": first, "top": top, "f": f}
     fields |= {"CONCURRENCY": CONCURRENCY, "OPEN_WINDOW": OPEN_WINDOW, "THROTTLE": THROTTLE}

@@ -18,7 +18,7 @@ import psutil
 
 from bench import project, report
 from bench.load import Load
-from bench.phases import connections, first_token, message, spaced, start
+from bench.phases import connections, first_token, history, message, spaced, start, streams
 from bench.phases.scale import Scale
 from bench.procs import PEER, TEMPORAL_CLI, Rig, WebServer, log
 from bench.results import Config, Results
@@ -40,9 +40,15 @@ async def measure(rig: Rig, web: WebServer, peer: WebServer, config: Config, res
             ("4 message round trip", lambda: message.round_trip(load, config)),
             ("6 first message", lambda: spaced.first_message(load, config)),
             ("7 first token", lambda: first_token.measure(load, config)),
+            ("8 idle streams", lambda: streams.idle(load, config)),
+            ("8 turns at once", lambda: streams.turns_at_once(load, config)),
+            ("9 history per turn", lambda: history.per_turn(load, config)),
             *((f"5 scale, {n:,} open", lambda n=n: scale.level(n)) for n in rest),
         ]
+        only = [name.strip() for name in os.environ.get("BENCH_PHASES", "").split(",") if name.strip()]
         for name, phase in phases:
+            if only and name != "warm-up" and not any(name.startswith(prefix) for prefix in only):
+                continue
             log(f"phase {name} ...")
             t0 = time.monotonic()
             await phase()
@@ -97,6 +103,9 @@ def main() -> int:
         results.facts = machine_facts(rig, web, load_before)
         results.settings = {**project.worker_defaults(), "conn_max_age": rig.setup["conn_max_age"]}
     results.wall = time.monotonic() - started
+    if os.environ.get("BENCH_PHASES"):  # a part of the run: its figures, no report
+        print(json.dumps(results.figures, indent=1), f"\nwall time {results.wall:.0f} s")
+        return 0
     results.facts["load average at the end (1/5/15 min)"] = load_average()
     print(report.results_table(config, results))
     print(f"\nwall time {results.wall:.0f} s; phases: {', '.join(f'{k} {v:.0f}s' for k, v in results.timings.items())}")

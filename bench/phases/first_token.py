@@ -8,6 +8,7 @@ import asyncio
 import json
 import statistics
 import time
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -17,12 +18,22 @@ from bench.results import Config
 LEVELS = (1, 20)  # sessions whose messages are posted at once
 
 
+@dataclass(frozen=True)
+class Received:
+    id: str
+    type: str
+    data: dict
+    at: float  # time.time() when it arrived, to compare with when it was appended
+
+
 class Follower:
-    """One session's event stream, read as a browser's EventSource would: when each reply's first delta came."""
+    """One session's event stream, read as a browser's EventSource would: every event, and when it came."""
 
     def __init__(self, http: aiohttp.ClientSession, session_id: str) -> None:
         self.http, self.session_id = http, session_id
-        self.first_delta: dict[int, float] = {}
+        self.opened = asyncio.Event()  # the server answered and sent its first line
+        self.events: list[Received] = []
+        self.first_delta: dict[int, float] = {}  # turn -> perf_counter() of its first delta
         self.stored: dict[int, asyncio.Event] = {}
         self.task = asyncio.create_task(self.read())
 
@@ -31,17 +42,37 @@ class Follower:
 
     async def read(self) -> None:
         async with self.http.get(f"/api/sessions/{self.session_id}/events/") as response:
-            kind = ""
+            if response.status != 200:
+                raise RuntimeError(f"events of {self.session_id}: {response.status} {await response.text()}")
+            fields: dict[str, str] = {}
             async for raw in response.content:
+                self.opened.set()
                 line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    kind = line.removeprefix("event: ")
-                elif line.startswith("data: "):
-                    data = json.loads(line.removeprefix("data: "))
-                    if kind == "delta":
-                        self.first_delta.setdefault(data["turn"], time.perf_counter())
-                    elif kind == "message":
-                        self.stored_event(data["seq"]).set()
+                if line:
+                    name, _, value = line.partition(": ")
+                    fields[name] = value
+                    continue
+                if "event" in fields:
+                    event = Received(fields["id"], fields["event"], json.loads(fields["data"]), time.time())
+                    self.events.append(event)
+                    if event.type == "delta":
+                        self.first_delta.setdefault(event.data["turn"], time.perf_counter())
+                    elif event.type == "message":
+                        self.stored_event(event.data["seq"]).set()
+                fields = {}
+
+    def reply_text(self, turn: int) -> str:
+        """The reply as a client shows it: its deltas, starting again at each reset."""
+        text = ""
+        for event in self.events:
+            if event.type == "reset" and event.data["turn"] == turn:
+                text = ""
+            elif event.type == "delta" and event.data["turn"] == turn:
+                text += event.data["text"]
+        return text
+
+    def stored_content(self, seq: int) -> str | None:
+        return next((e.data["content"] for e in self.events if e.type == "message" and e.data["seq"] == seq), None)
 
     async def close(self) -> None:
         self.task.cancel()

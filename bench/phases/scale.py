@@ -45,7 +45,7 @@ class Scale:
         f[f"open_{level}"], f[f"raw_open_{level}"] = len(load.open["api"]), len(load.open["raw"])
         load.results.timings[f"5 scale: open {level:,}"] = time.monotonic() - t0
         f[f"rss_{level}_api"], f[f"rss_{level}_raw"] = load.rig.worker.rss_mb(), load.rig.raw_worker.rss_mb()
-        f[f"threads_{level}_api"] = load.rig.worker.popen.num_threads()
+        f[f"threads_{level}_api"] = load.rig.worker.threads()
         found = await message.samples(load, self.config.level_messages, lambda ids, _: self.rng.choice(ids), SIDES)
         f[f"msg_{level}_api"], f[f"msg_{level}_raw"] = statistics.median(found["api"]), statistics.median(found["raw"])
         for side in (s for s in SIDES if self.opened[s]):

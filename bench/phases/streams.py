@@ -1,0 +1,127 @@
+"""Line 8: what one machine holds. Idle SSE clients on the web server (memory per stream, CPU while they wait), many
+turns streaming at once (every delta delivered, in order; how long after its append each reached its client; the
+worker's CPU per turn), and the history one turn adds to a session's workflow as the session grows."""
+
+import asyncio
+import datetime
+import json
+import statistics
+import time
+from contextlib import closing
+
+import aiohttp
+
+from bench.load import Load, fan_out, p95
+from bench.phases.first_token import Follower
+from bench.procs import log
+from bench.results import CONCURRENCY, Config
+
+IDLE_SECONDS = 5.0  # the idle streams' CPU is measured over this long
+
+
+def stream_client(load: Load) -> aiohttp.ClientSession:
+    """As many connections as there are streams (a browser tab holds one each)."""
+    return aiohttp.ClientSession(
+        load.web.url,
+        connector=aiohttp.TCPConnector(limit=0),
+        headers=dict(load.http["api"].headers),
+        timeout=aiohttp.ClientTimeout(),
+    )
+
+
+async def idle(load: Load, config: Config) -> None:
+    """config.streams clients follow as many open sessions' event streams, each with nothing to say."""
+    web, f = load.processes["web server"], load.results.figures
+    while len(load.open["api"]) < 10:  # when run alone (BENCH_PHASES)
+        await load.start("api")
+    ids = [load.open["api"][i % len(load.open["api"])] for i in range(config.streams)]
+    await load.quiesce()
+    rss_before = web.rss_mb()
+    async with stream_client(load) as http:
+        followers = []
+        for i in range(0, len(ids), 100):  # 100 at a time, as a crowd of browsers would arrive
+            followers += [Follower(http, session_id) for session_id in ids[i : i + 100]]
+            await asyncio.gather(*(follower.opened.wait() for follower in followers))
+        await load.quiesce()
+        cpu_before, t0 = web.cpu_seconds(), time.monotonic()
+        await asyncio.sleep(IDLE_SECONDS)
+        f["streams_idle_cpu"] = 100 * (web.cpu_seconds() - cpu_before) / (time.monotonic() - t0)
+        f["streams_rss_per_stream_kb"] = 1024 * (web.rss_mb() - rss_before) / len(ids)
+        f["streams_threads"] = web.threads()
+        f["streams_open"] = sum(not follower.task.done() for follower in followers)
+        for follower in followers:
+            await follower.close()
+    log(
+        f"{len(ids):,} idle streams: {f['streams_rss_per_stream_kb']:.0f} KB each, "
+        f"{f['streams_idle_cpu']:.1f}% of a core while idle, {f['streams_threads']:.0f} threads"
+    )
+
+
+def order_key(event_id: str) -> tuple[int, ...]:
+    """The log's order of its ids: the database's are integers, Redis Streams' are `milliseconds-sequence`."""
+    return tuple(int(part) for part in event_id.split("-"))
+
+
+def appended_at(load: Load, event_ids: list[str]) -> dict[str, float]:
+    """When each event was appended, in the epoch's seconds: a Redis Streams id begins with its milliseconds; the
+    database log's row has its created_at."""
+    if all("-" in event_id for event_id in event_ids):
+        return {event_id: int(event_id.split("-")[0]) / 1000 for event_id in event_ids}
+    found: dict[str, float] = {}
+    with closing(load.db.connect()) as conn:
+        for i in range(0, len(event_ids), 500):
+            chunk = [int(event_id) for event_id in event_ids[i : i + 500]]
+            marks = ",".join(["%s"] * len(chunk))
+            for event_id, created in conn.execute(
+                f"SELECT id, created_at FROM chat_chatevent WHERE id IN ({marks})", tuple(chunk)
+            ).fetchall():
+                if isinstance(created, str):  # SQLite: naive UTC text
+                    created = datetime.datetime.fromisoformat(created).replace(tzinfo=datetime.UTC)
+                found[str(event_id)] = created.timestamp()
+    return found
+
+
+async def turns_at_once(load: Load, config: Config) -> None:
+    """config.turns sessions, each followed on its event stream, are sent a message at once; each reply (a dozen
+    words at the model server's pace) must reach its follower whole and in order."""
+    n, f = config.turns, load.results.figures
+    ids: list[str] = []
+
+    async def start() -> None:
+        ids.append(await load.start("api"))
+
+    await fan_out(n, CONCURRENCY, start)
+    await load.drain()
+    question = "please tell me about " + " ".join(f"topic{k}" for k in range(9))
+    spent: dict[str, float] = {}
+    async with stream_client(load) as http:
+        followers = [Follower(http, session_id) for session_id in ids]
+        await asyncio.gather(*(follower.opened.wait() for follower in followers))
+        with load.charge(spent):
+            posted = await asyncio.gather(
+                *(load.post("api", f"/api/sessions/{s}/messages/", {"content": question}, 201) for s in ids)
+            )
+            replies = [json.loads(body)["reply_seq"] for body in posted]
+            stored = (follower.stored_event(seq).wait() for follower, seq in zip(followers, replies, strict=True))
+            await asyncio.gather(*(asyncio.wait_for(done, 120) for done in stored))
+            await load.quiesce()
+        for follower in followers:
+            await follower.close()
+    whole = in_order = 0
+    deltas: list[tuple[str, float]] = []
+    for follower, seq in zip(followers, replies, strict=True):
+        events = [e for e in follower.events if e.data.get("turn") == seq or e.data.get("seq") == seq]
+        ids_seen = [order_key(e.id) for e in events]
+        in_order += ids_seen == sorted(ids_seen)
+        whole += follower.reply_text(seq) == follower.stored_content(seq)
+        deltas += [(e.id, e.at) for e in events if e.type == "delta"]
+    when = appended_at(load, [event_id for event_id, _ in deltas])
+    latencies = [1000 * (at - when[event_id]) for event_id, at in deltas]
+    f["turns_n"], f["turns_whole"], f["turns_in_order"] = n, whole, in_order
+    f["turns_deltas"] = len(deltas)
+    f["turns_delivery_p50"], f["turns_delivery_p95"] = statistics.median(latencies), p95(latencies)
+    f["turns_worker_cpu"] = 1000 * spent["worker"] / n
+    log(
+        f"{n} turns at once: {whole} whole, {in_order} in order, {len(deltas)} deltas, delivery p95 "
+        f"{f['turns_delivery_p95']:.0f} ms, worker CPU {f['turns_worker_cpu']:.0f} ms a turn"
+    )
