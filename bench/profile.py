@@ -29,28 +29,30 @@ PHASES = {
 }
 
 
-async def profile(rig: Rig, web: WebServer, phase: str) -> None:
+async def profile(rig: Rig, web: WebServer, phase: str, fmt: str) -> None:
     async with Load(rig, web, Results()) as load:
         await start.warm_up(load)
         spies = []
         for name, process in (("web-server", web), ("worker", rig.worker)):
             args = ["record", "--pid", str(process.pid), "--subprocesses", "--rate", "250", "--nonblocking"]
-            out = ["--output", str(rig.tmp / f"{phase}-{name}.svg")]
+            suffix = "svg" if fmt == "flamegraph" else "txt"
+            out = ["--format", fmt, "--output", str(rig.tmp / f"{phase}-{name}.{suffix}")]
             spies.append(await asyncio.create_subprocess_exec(PY_SPY, *args, *out, stdout=subprocess.DEVNULL))
         await asyncio.sleep(1)  # for py-spy to attach
         await PHASES[phase](load, Config.from_env())
         for spy in spies:
             spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             await spy.wait()
-    log(f"flame graphs: {rig.tmp}/{phase}-web-server.svg, {rig.tmp}/{phase}-worker.svg")
+    log(f"profiles ({fmt}) in {rig.tmp}: {phase}-web-server.*, {phase}-worker.*")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
     parser.add_argument("phase", nargs="?", choices=list(PHASES), default="start")
-    phase = parser.parse_args().phase
+    parser.add_argument("--format", choices=["flamegraph", "raw"], default="flamegraph", help="raw: collapsed stacks")
+    args = parser.parse_args()
     with Rig.started("bench-profile", keep_logs=True) as rig, WebServer("uvicorn", rig.env, rig.tmp) as web:
-        asyncio.run(profile(rig, web, phase))
+        asyncio.run(profile(rig, web, args.phase, args.format))
 
 
 if __name__ == "__main__":

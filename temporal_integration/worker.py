@@ -3,9 +3,12 @@
 import asyncio
 import dataclasses
 import functools
+import importlib.util
 import inspect
 import logging
+import py_compile
 import signal
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -109,7 +112,33 @@ class Hosted:
         return cls(hosted("TEMPORAL_WORKFLOWS", config.workflows), hosted("TEMPORAL_ACTIVITIES", config.activities))
 
 
+def write_workflow_bytecode(workflows: list[type]) -> None:
+    """Writes the .pyc of each workflow's module and its packages, whatever PYTHONDONTWRITEBYTECODE says.
+
+    The sandbox imports a workflow's module afresh for every new workflow instance (each session the worker starts
+    or takes back into its cache). Without a .pyc beside the source, as PYTHONDONTWRITEBYTECODE=1 leaves it (this
+    machine's environment and many container images set it), each of those imports compiles the source: a quarter of
+    the worker's CPU while opening sessions went to new instances, half of that to compiling chat/workflows.py
+    (py-spy, `bench.profile open`). Where the directory is read-only the worker runs on, compiling.
+    """
+    names = {name for workflow in workflows for name in _with_packages(workflow.__module__)}
+    for module in filter(None, map(sys.modules.get, sorted(names))):
+        source = getattr(module, "__file__", None)
+        if not source or not source.endswith(".py"):
+            continue
+        try:
+            py_compile.compile(source, cfile=importlib.util.cache_from_source(source), doraise=True)
+        except (OSError, py_compile.PyCompileError) as exc:
+            logger.warning("could not write the bytecode of %s (%s): new workflow instances compile it", source, exc)
+
+
+def _with_packages(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
 def build_worker(client: Client, options: WorkerOptions, hosting: Hosted, executor: ThreadPoolExecutor) -> Worker:
+    write_workflow_bytecode(hosting.workflows)
     return Worker(
         client,
         task_queue=options.task_queue,
