@@ -10,9 +10,9 @@ __all__ = ["DB_RETRY", "ChatMessageData", "ChatSessionWorkflow", "SessionOptions
 
 
 def worker_defaults() -> dict[str, int]:
-    """The project worker's default slots and sticky cache, which the raw worker is given too."""
+    """The project worker's default slots, activity threads and sticky cache, which the raw worker is given too."""
     from temporal_integration.worker import WorkerOptions  # on call: it imports Django, which the raw worker must not
 
     options = WorkerOptions(task_queue="")
-    keys = ("max_concurrent_activities", "max_concurrent_workflow_tasks", "max_cached_workflows")
+    keys = ("max_concurrent_activities", "activity_threads", "max_concurrent_workflow_tasks", "max_cached_workflows")
     return {key: getattr(options, key) for key in keys}

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
@@ -149,8 +150,10 @@ class RawActivities:
 
 async def main(address: str, database_url: str, busy_timeout: float, task_queue: str, slots: dict[str, int]) -> None:
     activities = RawActivities(RawDB(database_url, busy_timeout))
-    # One thread per activity slot, as the project's worker has.
-    with ThreadPoolExecutor(slots["max_concurrent_activities"], thread_name_prefix="activity") as executor:
+    # As many activity threads as the project's worker has (its extra slots are for its async turns).
+    threads = slots.pop("activity_threads")
+    warnings.filterwarnings("ignore", "Worker max_concurrent_activities is", UserWarning)
+    with ThreadPoolExecutor(threads, thread_name_prefix="activity") as executor:
         async with Worker(
             await Client.connect(address),
             task_queue=task_queue,

@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+from bench.phases.streams import IDLE_SECONDS
 from bench.results import CONCURRENCY, OPEN_WINDOW, THROTTLE, Config, Results
 
 HERE = Path(__file__).resolve().parent
@@ -188,8 +189,7 @@ def chart(config: Config, results: Results, path: Path) -> None:
     f, levels = results.figures, config.levels
     colors = {"api": "#1f77b4", "fastapi": "#2ca02c", "raw": "#ff7f0e"}
     names = {"api": SIDES["api"], "fastapi": PEER, "raw": SIDES["raw"]}
-    fig, ((latency, throughput, tokens), (rss, message, spare)) = plt.subplots(2, 3, figsize=(17, 8.5))
-    spare.axis("off")
+    fig, ((latency, throughput, tokens), (rss, message, history)) = plt.subplots(2, 3, figsize=(17, 8.5))
 
     def bars(ax: plt.Axes, unit: str, title: str, groups: dict[str, str]) -> None:
         sides = [side for side in colors if all(f"{k}_{side}" in f for k in groups.values())]
@@ -227,6 +227,14 @@ def chart(config: Config, results: Results, path: Path) -> None:
         tokens.bar_label(drawn, fmt="%.0f", fontsize=8)
     tokens.set_xticks(range(len(levels_run)), [f"{n} session{'s' if n > 1 else ''} at once" for n in levels_run])
     tokens.set(ylabel="ms", title="Time to the first token, p50 (overhead target ≤ 80 ms)")
+    marks = sorted(int(k.removeprefix("history_")) for k in f if re.fullmatch(r"history_\d+", k))
+    if marks:
+        drawn = history.bar(range(len(marks)), [f[f"history_{m}"] for m in marks], 0.5, color=colors["api"])
+        history.bar_label(drawn, fmt="%.0f", fontsize=8)
+        history.set_xticks(range(len(marks)), [f"turn {f[f'history_{m}_turn']:.0f}" for m in marks])
+        history.set(ylabel="bytes", title="Workflow history added by one turn (target: flat)")
+    else:
+        history.axis("off")
     for ax in (latency, throughput, tokens, rss, message):
         ax.legend()
     title = "Django + Temporal beside FastAPI + Temporal and the raw SDK"
@@ -247,6 +255,8 @@ def write(config: Config, results: Results) -> None:
     fields |= {"CONCURRENCY": CONCURRENCY, "OPEN_WINDOW": OPEN_WINDOW, "THROTTLE": THROTTLE}
     fields |= {"results_table": results_table(config, results), "cpu_table": cpu_table(results)}
     fields["missed"] = f"Targets missed in this run: {misses or 'none'}.{' See the analysis below.' if misses else ''}"
+    fields["idle_seconds"] = IDLE_SECONDS
+    fields["minutes"] = f"{results.wall / 60:.0f} minutes" if config.scale == "full" else "about 10 minutes"
     fields["facts"] = "\n".join(f"- {k}: {v}" for k, v in results.facts.items())
     fields["at_top"] = {k: f[f"{k}_{top}_api"] for k in ("threads", "msg", "rss")}
     fields["at_top"]["msg_first"] = f[f"msg_{first}_api"]

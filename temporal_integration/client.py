@@ -86,6 +86,8 @@ class ClientBridge:
 
     def client(self) -> Client:
         """The connected client, connecting on first use; raises TemporalUnavailable if it can't."""
+        if self._client is not None:  # connected: no lock for the threads of every request to queue on
+            return self._client
         # The SDK's connect_timeout doesn't cut short a server that accepts TCP and never answers; this does.
         timeout = self.config.rpc_timeout.total_seconds() + 1
         # Waiters outwait the connect under way, then fail fast on its failure rather than start their own.

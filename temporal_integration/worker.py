@@ -10,6 +10,7 @@ import py_compile
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -88,7 +89,12 @@ async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
 @dataclass(frozen=True)
 class WorkerOptions:
     task_queue: str
-    max_concurrent_activities: int = 20
+    # Activities at once. The assistant's turns are async and hold their slot while they wait on the model, for
+    # seconds: with 20 slots, 20 streaming turns left none for the short database activities, and the 21st message
+    # posted answered 503 after its update's timeout (`make bench` line 8, 100 turns at once).
+    max_concurrent_activities: int = 100
+    # Threads for the sync (database) activities, each keeping its connection; more of them at once wait their turn.
+    activity_threads: int = 20
     max_concurrent_workflow_tasks: int = 100
     # Sessions kept in memory between their workflow tasks (the SDK's default); this bounds the worker's RSS.
     max_cached_workflows: int = 1000
@@ -139,6 +145,9 @@ def _with_packages(module: str) -> list[str]:
 
 def build_worker(client: Client, options: WorkerOptions, hosting: Hosted, executor: ThreadPoolExecutor) -> Worker:
     write_workflow_bytecode(hosting.workflows)
+    # The SDK warns when the executor has fewer threads than there are activity slots: here on purpose (the slots
+    # beyond the threads are for async activities, which need none).
+    warnings.filterwarnings("ignore", "Worker max_concurrent_activities is", UserWarning)
     return Worker(
         client,
         task_queue=options.task_queue,
@@ -213,7 +222,8 @@ async def run_worker(options: WorkerOptions, stop: asyncio.Event) -> None:
     if client is None:
         return
     await ensure_search_attribute(client)
-    with ThreadPoolExecutor(options.max_concurrent_activities, thread_name_prefix="activity") as executor:
+    threads = min(options.activity_threads, options.max_concurrent_activities)
+    with ThreadPoolExecutor(threads, thread_name_prefix="activity") as executor:
         worker = build_worker(client, options, hosting, executor)
         running = asyncio.create_task(worker.run())
         stopping = asyncio.create_task(stop.wait())

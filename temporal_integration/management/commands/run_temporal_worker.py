@@ -37,7 +37,13 @@ class Command(BaseCommand):
             "--max-concurrent-activities",
             type=_positive(int),
             default=DEFAULTS.max_concurrent_activities,
-            help="Activities run at once, each on its own thread and DB connection (default %(default)s).",
+            help="Activities run at once, the assistant's turns included (default %(default)s).",
+        )
+        parser.add_argument(
+            "--activity-threads",
+            type=_positive(int),
+            default=DEFAULTS.activity_threads,
+            help="Threads for the database activities, each with its own DB connection (default %(default)s).",
         )
         parser.add_argument(
             "--max-concurrent-workflow-tasks",
@@ -75,6 +81,7 @@ class Command(BaseCommand):
         worker_options = WorkerOptions(
             task_queue=options["task_queue"] or get_config().task_queue,
             max_concurrent_activities=options["max_concurrent_activities"],
+            activity_threads=options["activity_threads"],
             max_concurrent_workflow_tasks=options["max_concurrent_workflow_tasks"],
             max_cached_workflows=options["max_cached_workflows"],
             graceful_shutdown_timeout=timedelta(seconds=options["graceful_shutdown_timeout"]),
