@@ -401,6 +401,22 @@ def test_a_long_session_continues_as_new_mid_conversation_with_the_right_context
     assert max(size for size, _ in runs) < 30_000, runs
 
 
+def test_turns_waiting_on_the_model_leave_room_to_store_more_messages(web, assistant_model):
+    chat = web()
+    waiting = 25  # more turns than the worker has database activity threads (20)
+    assistant_model.script(*[Hang()] * waiting)
+    try:
+        for n in range(waiting):
+            chat.start(f"busy{n}", content="think it over")
+        # Each turn holds an activity slot while it waits: with a slot per thread, 20 would wait and 5 queue.
+        assistant_model.wait_until(lambda server: len(server.requests) == waiting, timeout=30, what="25 turns asking")
+        response = chat.post("sessions/", {"session_id": "one-more", "content": "and me?"})
+        assert (response.status_code, response.json()["message"]["seq"]) == (202, 1), response.text
+    finally:
+        assistant_model.release()
+    assert ChatMessage.objects.filter(session__session_id="one-more", seq=1, role="user").exists()
+
+
 def test_open_event_streams_hold_no_thread_each(web):
     chat = web()
     chat.start("crowd", content="hello")
