@@ -62,6 +62,9 @@ def log_session_end(end: SessionEnd) -> None:
 
 # Appends to the event log are batched: a client sees the reply in steps of about this long.
 FLUSH_SECONDS = 0.05
+# How often the turn heartbeats (the SDK sends at most one per max_heartbeat_throttle_interval). A stop reaches the
+# activity with a heartbeat's answer.
+BEAT_SECONDS = 0.1
 
 
 class ReplyStream:
@@ -82,10 +85,18 @@ class ReplyStream:
         # and by close(); later words wait for the next flush.
         self._nudge = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._beat: asyncio.Task | None = None
 
     async def start(self) -> None:
+        # Its own task: a heartbeat must not wait for an append. With 100 turns at once the appends queued for
+        # seconds, heartbeats waited behind them, and the server timed out turns that were alive (`make bench`).
+        self._beat = asyncio.create_task(self._keep_beating())
         if self.attempt > 1:  # clients drop this turn's text so far: the reply is written again
-            await self._append("reset")
+            try:
+                await self._append("reset")
+            except BaseException:
+                await self.close()
+                raise
         self._task = asyncio.create_task(self._keep_flushing())
 
     def write(self, piece: str) -> None:
@@ -99,6 +110,14 @@ class ReplyStream:
         self._nudge.set()
         if self._task is not None:
             await self._task
+        if self._beat is not None:
+            await self._beat
+
+    async def _keep_beating(self) -> None:
+        while not self._closing.is_set():  # also while the model is still thinking
+            activity.heartbeat(len(self.text))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), BEAT_SECONDS)
 
     async def _keep_flushing(self) -> None:
         while not self._closing.is_set():
@@ -106,9 +125,6 @@ class ReplyStream:
                 await asyncio.wait_for(self._nudge.wait(), FLUSH_SECONDS)
             self._nudge.clear()
             await self._flush()
-            # Also while the model is still thinking; the SDK sends at most one per 80% of the heartbeat timeout.
-            # A stop reaches the activity with a heartbeat's answer.
-            activity.heartbeat(len(self.text))
         await self._flush()  # what was written while the last append was on its way
 
     async def _flush(self) -> None:

@@ -1,5 +1,6 @@
 import asyncio
 import dataclasses
+import threading
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -79,3 +80,33 @@ def test_a_replys_first_words_reach_the_event_log_at_once_and_the_rest_in_batche
     assert first == ["Hello"]
     assert meanwhile == ["Hello"]  # batched: not yet flushed
     assert closed == ["Hello", " world!"]
+
+
+def test_a_reply_heartbeats_while_its_appends_wait(user, monkeypatch):
+    """A turn is alive while the database is slow: its heartbeats do not wait for its appends (under 100 turns at
+    once they waited longer than the heartbeat timeout, and the server retried turns that were alive)."""
+    ChatSession.objects.create(session_id="s-1", user=user, workflow_id="wf", run_id="run")
+    log = get_event_log()
+    append = log.append
+    released = threading.Event()
+
+    def slow_append(*args: object, **kwargs: object) -> list[str]:
+        released.wait(10)
+        return append(*args, **kwargs)
+
+    monkeypatch.setattr(log, "append", slow_append)
+    env = ActivityEnvironment()
+    beats: list[tuple] = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+
+    async def write_while_the_log_is_slow() -> int:
+        stream = activities.ReplyStream(Turn("s-1", 1, 2), attempt=1)
+        await stream.start()
+        stream.write("Hello")  # its append waits for `released`
+        during = await wait_until(lambda: asyncio.sleep(0, len(beats)), lambda n: n >= 3, within=5)
+        released.set()
+        await stream.close()
+        return during
+
+    assert asyncio.run(env.run(write_while_the_log_is_slow)) >= 3
+    assert [event.data["text"] for event in log.read("s-1") if event.type == "delta"] == ["Hello"]

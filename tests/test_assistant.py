@@ -300,7 +300,7 @@ def test_another_users_event_stream_is_404_and_a_bad_last_event_id_is_400(web):
     alice.start("s8")
     subscribed(alice, "s8")
     user = get_user_model().objects.create_user("bob")
-    bob = Chat(alice.url, Token.objects.create(user=user).key)
+    bob = Chat(alice.url, Token.objects.create(user=user).key, alice.pid)
 
     other = httpx.get(f"{alice.url}/api/sessions/s8/events/", headers=bob.headers(), timeout=10)
     anonymous = httpx.get(f"{alice.url}/api/sessions/s8/events/", timeout=10)
