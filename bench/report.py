@@ -149,7 +149,9 @@ def holding_rows(results: Results) -> list[list[str]]:
         row(f"  {n} idle SSE clients: web server threads", f"{f['streams_threads']:,.0f}")
     if "turns_n" in f:
         n, whole, ordered = (int(f[k]) for k in ("turns_n", "turns_whole", "turns_in_order"))
-        good = f"{min(whole, ordered)} of {n}"
+        good = f"{min(whole, ordered)} of {n}" + (
+            f" ({f['turns_retried']:.0f} posts retried after a 503)" if f.get("turns_retried") else ""
+        )
         row(f"8 {n} turns at once: replies whole, in order", good, "all", whole == ordered == n)
         delivery = f"{f['turns_delivery_p50']:.0f} / {f['turns_delivery_p95']:.0f} ms"
         row(f"  {n} turns at once: delta delivery p50 / p95 (append → client)", delivery)

@@ -7,6 +7,7 @@ import datetime
 import json
 import statistics
 import time
+import uuid
 from contextlib import closing
 
 import aiohttp
@@ -81,6 +82,20 @@ def appended_at(load: Load, event_ids: list[str]) -> dict[str, float]:
     return found
 
 
+async def post_until_taken(load: Load, session_id: str, content: str, retried: list[str]) -> str:
+    """Posts a message as the API asks a client to: a 503 is retried with the same client_message_id."""
+    body = {"content": content, "client_message_id": uuid.uuid4().hex}
+    async with asyncio.timeout(120):
+        while True:
+            async with load.http["api"].post(f"/api/sessions/{session_id}/messages/", json=body) as response:
+                if response.status == 201:
+                    return await response.text()
+                if response.status != 503:
+                    raise RuntimeError(f"POST to {session_id}: {response.status} {(await response.text())[:200]}")
+                retried.append(session_id)
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+
+
 async def turns_at_once(load: Load, config: Config) -> None:
     """config.turns sessions, each followed on its event stream, are sent a message at once; each reply (a dozen
     words at the model server's pace) must reach its follower whole and in order."""
@@ -94,13 +109,12 @@ async def turns_at_once(load: Load, config: Config) -> None:
     await load.drain()
     question = "please tell me about " + " ".join(f"topic{k}" for k in range(9))
     spent: dict[str, float] = {}
+    retried: list[str] = []
     async with stream_client(load) as http:
         followers = [Follower(http, session_id) for session_id in ids]
         await asyncio.gather(*(follower.opened.wait() for follower in followers))
         with load.charge(spent):
-            posted = await asyncio.gather(
-                *(load.post("api", f"/api/sessions/{s}/messages/", {"content": question}, 201) for s in ids)
-            )
+            posted = await asyncio.gather(*(post_until_taken(load, s, question, retried) for s in ids))
             replies = [json.loads(body)["reply_seq"] for body in posted]
             stored = (follower.stored_event(seq).wait() for follower, seq in zip(followers, replies, strict=True))
             await asyncio.gather(*(asyncio.wait_for(done, 120) for done in stored))
@@ -118,10 +132,11 @@ async def turns_at_once(load: Load, config: Config) -> None:
     when = appended_at(load, [event_id for event_id, _ in deltas])
     latencies = [1000 * (at - when[event_id]) for event_id, at in deltas]
     f["turns_n"], f["turns_whole"], f["turns_in_order"] = n, whole, in_order
-    f["turns_deltas"] = len(deltas)
+    f["turns_deltas"], f["turns_retried"] = len(deltas), len(retried)
     f["turns_delivery_p50"], f["turns_delivery_p95"] = statistics.median(latencies), p95(latencies)
     f["turns_worker_cpu"] = 1000 * spent["worker"] / n
     log(
-        f"{n} turns at once: {whole} whole, {in_order} in order, {len(deltas)} deltas, delivery p95 "
+        f"{n} turns at once: {whole} whole, {in_order} in order, {len(deltas)} deltas, {len(retried)} posts retried, "
+        f"delivery p95 "
         f"{f['turns_delivery_p95']:.0f} ms, worker CPU {f['turns_worker_cpu']:.0f} ms a turn"
     )
