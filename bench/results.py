@@ -13,7 +13,7 @@ THROTTLE = "1000000/min"  # both of the project's throttles: its defaults would 
 PROFILES = {
     # samples per side: sequential latencies, sessions per throughput burst (x rounds), messages, scale levels
     # idle SSE clients, turns streaming at once, turns of the one session whose history is measured
-    "full": {"seq": 100, "burst": 150, "rounds": 2, "messages": 100, "levels": [10, 1000, 10000], "level_messages": 60}
+    "full": {"seq": 60, "burst": 150, "rounds": 2, "messages": 100, "levels": [10, 1000, 10000], "level_messages": 60}
     | {"streams": 1000, "turns": 100, "history_turns": 200},
     "small": {"seq": 40, "burst": 100, "rounds": 1, "messages": 40, "levels": [10, 500], "level_messages": 30}
     | {"streams": 200, "turns": 30, "history_turns": 40},

@@ -15,8 +15,8 @@ def size(history: WorkflowHistory) -> int:
 
 
 async def per_turn(load: Load, config: Config) -> None:
-    """One session, config.history_turns turns one after another (each message waits for its reply); the bytes of
-    turn 1, of a turn a quarter of the way and of the last, each read from the history before and after it."""
+    """One session, config.history_turns turns one after another; the bytes of turn 1, of a turn a quarter of the
+    way and of the last, each read from the history before and after it, alone."""
     session_id, f = await load.start("api"), load.results.figures
     handle = load.client.get_workflow_handle(workflow_id_for(session_id))
     url = f"/api/sessions/{session_id}/messages/?wait=true"
@@ -28,9 +28,10 @@ async def per_turn(load: Load, config: Config) -> None:
     turn = 0
     marks = sorted({1, max(2, config.history_turns // 4), config.history_turns})
     for mark in marks:
-        while turn < mark - 1:
+        while turn < mark - 1:  # the turns in between, posted as fast as they are taken; the last waits for its reply
             turn += 1
-            await load.post("api", url, {"content": f"question {turn}"}, 201)
+            path = url if turn == mark - 1 else url.removesuffix("?wait=true")
+            await load.post("api", path, {"content": f"question {turn}"}, 201)
         while True:
             before = await settled_size()
             turn += 1
