@@ -258,7 +258,7 @@ def write(config: Config, results: Results) -> None:
     fields |= {"results_table": results_table(config, results), "cpu_table": cpu_table(results)}
     fields["missed"] = f"Targets missed in this run: {misses or 'none'}.{' See the analysis below.' if misses else ''}"
     fields["idle_seconds"] = IDLE_SECONDS
-    fields["minutes"] = f"{results.wall / 60:.0f} minutes" if config.scale == "full" else "about 10 minutes"
+    fields["minutes"] = f"{results.wall / 60:.1f} minutes" if config.scale == "full" else "about 10 minutes"
     fields["facts"] = "\n".join(f"- {k}: {v}" for k, v in results.facts.items())
     fields["at_top"] = {k: f[f"{k}_{top}_api"] for k in ("threads", "msg", "rss")}
     fields["at_top"]["msg_first"] = f[f"msg_{first}_api"]

@@ -15,8 +15,8 @@ PROFILES = {
     # idle SSE clients, turns streaming at once, turns of the one session whose history is measured
     "full": {"seq": 60, "burst": 150, "rounds": 2, "messages": 100, "levels": [10, 1000, 10000], "level_messages": 60}
     | {"streams": 1000, "turns": 100, "history_turns": 200},
-    "small": {"seq": 40, "burst": 100, "rounds": 1, "messages": 40, "levels": [10, 500], "level_messages": 30}
-    | {"streams": 200, "turns": 30, "history_turns": 40},
+    "small": {"seq": 20, "burst": 60, "rounds": 1, "messages": 20, "levels": [10, 500], "level_messages": 30}
+    | {"streams": 200, "turns": 30, "history_turns": 12},
 }
 
 
