@@ -240,7 +240,8 @@ def chart(config: Config, results: Results, path: Path) -> None:
     for ax in (latency, throughput, tokens, rss, message):
         ax.legend()
     title = "Django + Temporal beside FastAPI + Temporal and the raw SDK"
-    fig.suptitle(f"make bench ({config.scale}), {datetime.date.today():%Y-%m-%d}: {title}")
+    day = results.facts.get("date", f"{datetime.date.today():%Y-%m-%d}")[:10]  # the run's, also when written again
+    fig.suptitle(f"make bench ({config.scale}), {day}: {title}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
