@@ -64,6 +64,15 @@ class Load:
             timeout=aiohttp.ClientTimeout(60),
         )
 
+    def stream_client(self) -> aiohttp.ClientSession:
+        """For the API's event streams: a connection for each (as a browser tab holds one), no time limit."""
+        return aiohttp.ClientSession(
+            self.web.url,
+            connector=aiohttp.TCPConnector(limit=0),
+            headers={"Authorization": f"Token {self.rig.setup['token']}"},
+            timeout=aiohttp.ClientTimeout(),
+        )
+
     async def __aexit__(self, *exc: object) -> None:
         for http in self.http.values():
             await http.close()

@@ -134,6 +134,11 @@ def first_token_rows(results: Results) -> list[list[str]]:
 IDLE_CPU_TARGET = 5.0  # % of a core: "near zero" for a web server whose streams all wait
 
 
+def history_marks(f: dict[str, float]) -> list[int]:
+    """The turns line 9 measured (its figures history_<turn>)."""
+    return sorted(int(k.removeprefix("history_")) for k in f if re.fullmatch(r"history_\d+", k))
+
+
 def holding_rows(results: Results) -> list[list[str]]:
     """Lines 8 and 9: measurement, value, target, result."""
     f, out = results.figures, []
@@ -156,8 +161,7 @@ def holding_rows(results: Results) -> list[list[str]]:
         delivery = f"{f['turns_delivery_p50']:.0f} / {f['turns_delivery_p95']:.0f} ms"
         row(f"  {n} turns at once: delta delivery p50 / p95 (append → client)", delivery)
         row(f"  {n} turns at once: worker CPU per turn", f"{f['turns_worker_cpu']:.0f} ms")
-    marks = sorted(int(k.removeprefix("history_")) for k in f if re.fullmatch(r"history_\d+", k))
-    if marks:
+    if marks := history_marks(f):
         sizes = " / ".join(f"{f[f'history_{m}']:,.0f}" for m in marks)
         at = " / ".join(f"{f[f'history_{m}_turn']:.0f}" for m in marks)
         flat = f[f"history_{marks[-1]}"] / f[f"history_{marks[0]}"]
@@ -229,8 +233,7 @@ def chart(config: Config, results: Results, path: Path) -> None:
         tokens.bar_label(drawn, fmt="%.0f", fontsize=8)
     tokens.set_xticks(range(len(levels_run)), [f"{n} session{'s' if n > 1 else ''} at once" for n in levels_run])
     tokens.set(ylabel="ms", title="Time to the first token, p50 (overhead target ≤ 80 ms)")
-    marks = sorted(int(k.removeprefix("history_")) for k in f if re.fullmatch(r"history_\d+", k))
-    if marks:
+    if marks := history_marks(f):
         drawn = history.bar(range(len(marks)), [f[f"history_{m}"] for m in marks], 0.5, color=colors["api"])
         history.bar_label(drawn, fmt="%.0f", fontsize=8)
         history.set_xticks(range(len(marks)), [f"turn {f[f'history_{m}_turn']:.0f}" for m in marks])

@@ -103,8 +103,7 @@ async def direct(http: aiohttp.ClientSession, model_url: str) -> float:
 
 async def measure(load: Load, config: Config) -> None:
     rounds = {1: max(5, config.messages // 4), 20: max(3, config.messages // 20)}
-    headers = dict(load.http["api"].headers)
-    streams = aiohttp.ClientSession(load.web.url, headers=headers, timeout=aiohttp.ClientTimeout())
+    streams = load.stream_client()
     model = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(60))
     try:
         for level in LEVELS:

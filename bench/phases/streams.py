@@ -10,24 +10,12 @@ import time
 import uuid
 from contextlib import closing
 
-import aiohttp
-
 from bench.load import Load, fan_out, p95
 from bench.phases.first_token import Follower
 from bench.procs import log
 from bench.results import CONCURRENCY, Config
 
 IDLE_SECONDS = 5.0  # the idle streams' CPU is measured over this long
-
-
-def stream_client(load: Load) -> aiohttp.ClientSession:
-    """As many connections as there are streams (a browser tab holds one each)."""
-    return aiohttp.ClientSession(
-        load.web.url,
-        connector=aiohttp.TCPConnector(limit=0),
-        headers=dict(load.http["api"].headers),
-        timeout=aiohttp.ClientTimeout(),
-    )
 
 
 async def idle(load: Load, config: Config) -> None:
@@ -38,7 +26,7 @@ async def idle(load: Load, config: Config) -> None:
     ids = [load.open["api"][i % len(load.open["api"])] for i in range(config.streams)]
     await load.quiesce()
     rss_before = web.rss_mb()
-    async with stream_client(load) as http:
+    async with load.stream_client() as http:
         followers = []
         for i in range(0, len(ids), 100):  # 100 at a time, as a crowd of browsers would arrive
             followers += [Follower(http, session_id) for session_id in ids[i : i + 100]]
@@ -110,7 +98,7 @@ async def turns_at_once(load: Load, config: Config) -> None:
     question = "please tell me about " + " ".join(f"topic{k}" for k in range(9))
     spent: dict[str, float] = {}
     retried: list[str] = []
-    async with stream_client(load) as http:
+    async with load.stream_client() as http:
         followers = [Follower(http, session_id) for session_id in ids]
         await asyncio.gather(*(follower.opened.wait() for follower in followers))
         with load.charge(spent):
