@@ -206,6 +206,20 @@ async def test_a_retried_keyed_append_adds_nothing_and_returns_the_first_id(log,
     assert [e.id for e in stored] == [first_id, mixed[1], mixed[2], mixed[3]]
 
 
+async def test_an_async_append_appends_as_append_does(log, sessions):
+    [session] = await sessions(1)
+    message = {"seq": 1, "role": "user", "content": "hi", "created_at": "2026-01-01T00:00:00Z"}
+    keyed = Event(session, "message", message, key="message:1")
+
+    ids = await log.aappend(session, [keyed, *deltas(session, range(3))])
+    retried = await log.aappend(session, [keyed])
+
+    assert retried == ids[:1]
+    stored = await in_thread(log.read, session, None)
+    assert [e.id for e in stored] == ids
+    assert texts(stored[1:]) == [0, 1, 2]
+
+
 async def test_the_newest_id_and_a_keyed_events_id_are_found_per_session(log, sessions):
     [session, other] = await sessions(2)
     assert await in_thread(log.last_id, session) is None
