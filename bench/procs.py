@@ -1,34 +1,30 @@
-"""The processes a run starts (Temporal dev server, project worker, raw worker, web server) and its database.
+"""The processes a run starts (Temporal dev server, model server, project worker, raw worker, web servers, by
+devtools.processes) and its database.
 
 Each process is stopped by the PID it was started with; its output goes to a log in the run's temp dir.
 """
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
-from urllib.request import urlopen
-
-import psutil
 
 from bench import project
 from bench.raw_worker import RawDB
 from bench.results import THROTTLE
+from devtools import processes
+from devtools.processes import REPO, ChildProcess, DevServer, WorkerProcess, free_port, project_env
 
-REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-TEMPORAL_CLI = str(Path(PYTHON).parent / "temporal")
 # The web server candidates `make bench-servers` compares; uvicorn is the one the project ships (Procfile,
 # docs/deploy.md), and the one `make bench` uses unless BENCH_SERVER names another. --no-control-socket: gunicorn
 # 27's default control socket is one path per user (~/.gunicorn), which another gunicorn here may be using.
@@ -58,16 +54,13 @@ db = settings.DATABASES["default"]
 print(json.dumps({"user_id": str(user.pk), "token": Token.objects.create(user=user).key,
                   "busy_timeout": db.get("OPTIONS", {}).get("timeout", 5), "conn_max_age": db["CONN_MAX_AGE"]}))
 """
-# The project's processes' environment, besides the run's database, Temporal server and task queue.
+# The project's processes' environment, besides devtools.processes.project_env.
 PROJECT_ENV = {
     "DJANGO_SETTINGS_MODULE": os.environ.get("BENCH_DJANGO_SETTINGS", "chatproject.settings"),
     "DJANGO_DEBUG": "false",
-    "DJANGO_SECRET_KEY": "bench-only-secret-key-" + "x" * 32,
-    "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
     "CHAT_THROTTLE_SESSION_START": THROTTLE,
     "CHAT_THROTTLE_MESSAGE_POST": THROTTLE,
     "CHAT_USER_DAILY_TOKENS": "0",
-    "DJANGO_ENV_FILE": "",  # a developer's .env (its search attribute, say) must not change the figures
 }
 
 
@@ -75,83 +68,14 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:  # an ephemeral port: never one of `make run`'s (7233, 8233, 8000)
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(ready: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.2)
-
-
-class Process:
-    """A child process logging to `<log_dir>/<name>.log`; with `ready_line`, started once it logs that line."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path, ready_line: str = "") -> None:
-        self.name, self.log = name, log_dir / f"{name}.log"
-        with self.log.open("w") as out:
-            self.popen = psutil.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        self.pid = self.popen.pid
-        if ready_line:
-            wait_for(lambda: self.check_alive() and ready_line in self.log.read_text(), f"{name} to log {ready_line!r}")
-
-    def check_alive(self) -> bool:
-        if self.popen.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log.read_text()[-3000:]}")
-        return True
-
-    def _tree(self, read: Callable[[psutil.Process], float]) -> float:
-        """The sum of `read` over the process and its live children (a web server's workers)."""
-        total = 0.0
-        for process in [self.popen, *self.popen.children()]:
-            with contextlib.suppress(psutil.NoSuchProcess):  # a server may replace a worker at any time
-                total += read(process)
-        return total
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time."""
-        return self._tree(lambda process: sum(process.cpu_times()[:2]))
-
-    def rss_mb(self) -> float:
-        return self._tree(lambda process: process.memory_info().rss) / 2**20
-
-    def threads(self) -> int:
-        return int(self._tree(psutil.Process.num_threads))
-
-    def __enter__(self) -> "Process":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()  # a server's master process stops its own workers on SIGTERM
-            try:
-                self.popen.wait(30)
-            except psutil.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-
-
-class WebServer(Process):
-    """The API under one of the candidate servers, answering /healthz."""
+class WebServer(processes.WebServer):
+    """The API under one of the candidate servers (SERVERS), or under `command`; its log is `<log_dir>/<kind>.log`."""
 
     def __init__(self, kind: str, env: dict[str, str], log_dir: Path, command: str | None = None) -> None:
         if command is None and kind not in SERVERS:
             raise SystemExit(f"BENCH_SERVER={kind!r}: use one of {', '.join(SERVERS)}")
-        self.kind, port = kind, free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        command = (command or SERVERS[kind]).format(host="127.0.0.1", port=port)
-        super().__init__(kind, [PYTHON, *command.split()], env, log_dir)
-        wait_for(lambda: self.check_alive() and self._healthy(), f"{kind} to answer /healthz")
-
-    def _healthy(self) -> bool:
-        with contextlib.suppress(OSError), urlopen(f"{self.url}/healthz", timeout=5) as response:
-            return response.status == 200
-        return False
+        self.kind = kind
+        super().__init__(env, log_dir / f"{kind}.log", command=command or SERVERS[kind], name=kind)
 
 
 def database(tmp: Path, stack: ExitStack) -> tuple[str, str]:
@@ -181,31 +105,37 @@ class Rig:
     """What every measurement runs on: a database, a Temporal dev server, the project's worker and the raw worker."""
 
     def __init__(self, tmp: Path, stack: ExitStack) -> None:
-        self.tmp, run, port = tmp, uuid.uuid4().hex[:6], free_port()
+        self.tmp, run = tmp, uuid.uuid4().hex[:6]
         self.database_url, self.engine = database(tmp, stack)
-        self.address, self.raw_task_queue = f"127.0.0.1:{port}", f"bench-raw-{run}"
-        ports = ["--port", str(port), "--http-port", str(free_port()), "--metrics-port", str(free_port())]
-        args = [TEMPORAL_CLI, "server", "start-dev", "--headless", "--ip", "127.0.0.1", *ports, "--log-level", "error"]
-        self.temporal = stack.enter_context(Process("temporal", args, dict(os.environ), tmp, "Temporal Server:"))
+        self.raw_task_queue = f"bench-raw-{run}"
+        temporal = DevServer(log=tmp / "temporal.log", search_attributes=())
+        self.temporal = stack.enter_context(temporal).wait_ready()
+        self.address = self.temporal.address
         # The assistant: the local model server at a set pace (bench.phases.first_token), by the real provider path.
-        model_args = ["--port", str(free_port()), "--first-token-delay", str(MODEL_FIRST_TOKEN), "--chunk-delay"]
-        model_args.append("0.03")
-        model = Process("model", [PYTHON, "-m", "tests.model_server", *model_args], dict(os.environ), tmp, "model at")
-        self.model = stack.enter_context(model)
-        self.model_url = f"http://127.0.0.1:{model_args[1]}/v1"
+        model_port = free_port()
+        model_args = [PYTHON, "-m", "devtools.model_server", "--port", str(model_port)]
+        model_args += ["--first-token-delay", str(MODEL_FIRST_TOKEN), "--chunk-delay", "0.03"]
+        model = ChildProcess("model", model_args, env=os.environ, log=tmp / "model.log")
+        self.model = stack.enter_context(model).wait_for_output("model at")
+        self.model_url = f"http://127.0.0.1:{model_port}/v1"
         assistant = {"CHAT_ASSISTANT_MODEL": "openai:bench-model", "OPENAI_BASE_URL": self.model_url}
-        self.env = os.environ | PROJECT_ENV | assistant | {"DATABASE_URL": self.database_url}
-        self.env |= {"TEMPORAL_ADDRESS": self.address, "OPENAI_API_KEY": "bench"}
-        self.env["TEMPORAL_TASK_QUEUE"] = f"bench-{run}"
+        self.env = project_env(
+            database_url=self.database_url,
+            temporal_address=self.address,
+            task_queue=f"bench-{run}",
+            **PROJECT_ENV,
+            **assistant,
+            OPENAI_API_KEY="bench",
+        )
         manage(self.env, "migrate", "--noinput")
         self.setup = json.loads(manage(self.env, "shell", "-c", SETUP).splitlines()[-1])
         RawDB(self.database_url, self.setup["busy_timeout"]).create_tables()
-        worker = Process("worker", [PYTHON, "manage.py", "run_temporal_worker"], self.env, tmp, "worker polling")
-        self.worker = stack.enter_context(worker)
+        self.worker = stack.enter_context(WorkerProcess(self.env, log=tmp / "worker.log")).wait_ready()
         options = [self.address, self.database_url, self.setup["busy_timeout"], self.raw_task_queue]
         raw_args = [PYTHON, "-m", "bench.raw_worker", json.dumps([*options, project.worker_defaults()])]
         raw_env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-        self.raw_worker = stack.enter_context(Process("raw-worker", raw_args, raw_env, tmp, "raw worker polling"))
+        raw_worker = ChildProcess("raw-worker", raw_args, env=raw_env, log=tmp / "raw-worker.log")
+        self.raw_worker = stack.enter_context(raw_worker).wait_for_output("raw worker polling")
         log(f"{self.engine}; temporal pid {self.temporal.pid}, worker {self.worker.pid}, raw {self.raw_worker.pid}")
         self.processes = {"temporal": self.temporal, "worker": self.worker, "raw worker": self.raw_worker}
         self.processes["model server"] = self.model

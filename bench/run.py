@@ -20,8 +20,9 @@ from bench import project, report
 from bench.load import Load
 from bench.phases import connections, first_token, history, message, spaced, start, streams
 from bench.phases.scale import Scale
-from bench.procs import PEER, TEMPORAL_CLI, Rig, WebServer, log
+from bench.procs import PEER, Rig, WebServer, log
 from bench.results import Config, Results
+from devtools.processes import TEMPORAL_CLI
 
 
 async def measure(rig: Rig, web: WebServer, peer: WebServer, config: Config, results: Results) -> None:

@@ -5,19 +5,13 @@ marked `temporal`; `make test-fast` runs the rest.
 """
 
 import asyncio
-import os
-import signal
-import socket
 import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 import redis
 from django.conf import settings
@@ -26,34 +20,15 @@ from django.db import connection
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from devtools import processes
+from devtools.model_server import ModelServer
+from devtools.processes import BIN, TEMPORAL_CLI, DevServer, project_env
 from temporal_integration.worker import WorkerOptions, run_worker
-from tests.model_server import ModelServer
 
 T = TypeVar("T")
-BIN = Path(sys.executable).parent
-TEMPORAL_CLI = str(BIN / "temporal")
 TEMPORAL_TEST_SERVER = str(BIN / "temporal-test-server")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], T], *, timeout: float = 60, what: str = "condition") -> T:
-    """Polls `condition` until it returns something truthy, failing the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 async def wait_until(read: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float = 10) -> T:
@@ -64,57 +39,6 @@ async def wait_until(read: Callable[[], Awaitable[T]], ok: Callable[[T], bool], 
             pytest.fail(f"timed out after {within}s; last value {value!r}")
         await asyncio.sleep(0.05)
     return value
-
-
-class DevServer:
-    """`temporal server start-dev` as a child process, in memory unless given a database file."""
-
-    def __init__(self, port: int | None = None, db_filename: str | None = None, ui_port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.ui_url = f"http://127.0.0.1:{ui_port}" if ui_port else None
-        args = [
-            TEMPORAL_CLI,
-            "server",
-            "start-dev",
-            *(["--ui-port", str(ui_port)] if ui_port else ["--headless"]),
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "error",
-            "--search-attribute",
-            "ChatUserId=Keyword",  # as `make run` registers it
-        ]
-        if db_filename:
-            args += ["--db-filename", db_filename]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def wait_ready(self, timeout: float = 60) -> "DevServer":
-        async def reachable() -> bool:
-            try:
-                client = await Client.connect(self.address)
-                await client.count_workflows()  # the frontend answers only once the namespace is ready
-                return True
-            except Exception:
-                return False
-
-        def check() -> bool:
-            if self.process.poll() is not None:
-                pytest.fail(f"temporal dev server exited: {self.process.stderr.read().decode()}")
-            return asyncio.run(reachable())
-
-        wait_for(check, timeout=timeout, what=f"the Temporal dev server on {self.address}")
-        return self
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture(autouse=True)
@@ -209,9 +133,6 @@ def temporal_cli(*args: str, address: str) -> subprocess.CompletedProcess:
     return subprocess.run([TEMPORAL_CLI, *args, "--address", address], capture_output=True, text=True, timeout=30)
 
 
-MANAGE = str(Path(__file__).resolve().parent.parent / "manage.py")
-
-
 def database_url() -> str:
     db = connection.settings_dict
     if db["ENGINE"] == "django.db.backends.sqlite3":
@@ -221,75 +142,16 @@ def database_url() -> str:
 
 def app_env(temporal_address: str, task_queue: str) -> dict[str, str]:
     """The environment of a web or worker process of the project's own, on the test database."""
-    return {
-        **os.environ,
-        "DJANGO_ENV_FILE": "",
-        "DJANGO_SETTINGS_MODULE": "chatproject.settings",
-        "DJANGO_SECRET_KEY": "tests-only-secret-key",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-        "DATABASE_URL": database_url(),
-        "TEMPORAL_ADDRESS": temporal_address,
-        "TEMPORAL_TASK_QUEUE": task_queue,
-    }
+    return project_env(database_url=database_url(), temporal_address=temporal_address, task_queue=task_queue)
 
 
-class WorkerProcess:
-    """`manage.py run_temporal_worker` as a process of its own, on the test database."""
+class WorkerProcess(processes.WorkerProcess):
+    """The project's worker process on the test database, on a task queue of its own unless given one."""
 
     def __init__(self, address: str, *args: str, log: Path, task_queue: str | None = None, **env: str) -> None:
         self.task_queue = task_queue or f"test-{uuid.uuid4()}"
-        self.log = log
         env = {**app_env(address, self.task_queue), **env}
-        with log.open("w") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, MANAGE, "run_temporal_worker", "--task-queue", self.task_queue, *args],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(30)
-
-
-PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
-
-
-class WebServer:
-    """The web app as production runs it: the Procfile's `web` command (uvicorn, ASGI), on a port of its own."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        command = next(line for line in PROCFILE.read_text().splitlines() if line.startswith("web:"))
-        env = {**env, "PORT": str(port), "WEB_CONCURRENCY": "2", "PATH": f"{BIN}:{os.environ['PATH']}"}
-        with log.open("w") as out:
-            self.process = subprocess.Popen(
-                ["bash", "-c", command.removeprefix("web:").strip()],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=PROCFILE.parent,
-            )
-        wait_for(self._healthy, timeout=30, what="the web process to answer /healthz")
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
+        super().__init__(env, "--task-queue", self.task_queue, *args, log=log)
 
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; .ci/run installs it, and the browser tests skip without it
@@ -315,7 +177,7 @@ def token_client(username: str) -> APIClient:
 
 @pytest.fixture
 def model_server() -> Iterator[ModelServer]:
-    """A local OpenAI-compatible server (tests/model_server.py) with an empty script: it gives its default reply."""
+    """A local OpenAI-compatible server (devtools/model_server.py) with an empty script: it gives its default reply."""
     with ModelServer() as server:
         yield server
 

@@ -8,7 +8,8 @@ from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
 from chat.models import ChatSession
-from tests.conftest import free_port, token_client, wait_for
+from devtools.processes import free_port, wait_for
+from tests.conftest import token_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CHANGELIST = "/admin/chat/chatsession/"

@@ -8,7 +8,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chat.models import ChatSession
-from tests.conftest import free_port, temporal_cli, wait_for
+from devtools.processes import free_port, wait_for
+from tests.conftest import temporal_cli
 
 URL = "/api/sessions/"
 pytestmark = pytest.mark.django_db(transaction=True)  # the worker's activity threads see only committed rows

@@ -6,7 +6,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from chat.models import ChatMessage, ChatSession
-from tests.conftest import free_port, token_client, wait_for
+from devtools.processes import free_port, wait_for
+from tests.conftest import token_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

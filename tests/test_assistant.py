@@ -1,5 +1,5 @@
 """The assistant's turn end to end: the API under the Procfile's web server, the project's worker, the project's
-database, and a real local OpenAI-compatible server (tests/model_server.py) that streams and fails as scripted.
+database, and a real local OpenAI-compatible server (devtools/model_server.py) that streams and fails as scripted.
 
 Clients follow replies on the session's event stream (SSE) over real HTTP.
 """
@@ -22,8 +22,9 @@ from rest_framework.authtoken.models import Token
 from temporalio.client import Client
 
 from chat.models import ChatMessage
-from tests.conftest import TEST_MODEL, DevServer, WebServer, WorkerProcess, app_env, free_port, wait_for
-from tests.model_server import DropAfter, Fail, Hang, Reply
+from devtools.model_server import DropAfter, Fail, Hang, Reply
+from devtools.processes import DevServer, WebServer, free_port, wait_for
+from tests.conftest import TEST_MODEL, WorkerProcess, app_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 

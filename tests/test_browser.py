@@ -13,7 +13,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chat.models import ChatSession
-from tests.conftest import CHROMIUM, DevServer, WorkerProcess, free_port, launch_chromium, wait_for
+from devtools.processes import DevServer, free_port, wait_for
+from tests.conftest import CHROMIUM, WorkerProcess, launch_chromium
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 pytestmark = [

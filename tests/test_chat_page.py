@@ -16,8 +16,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from chat.models import ChatMessage, ChatSession
-from tests.conftest import CHROMIUM, WebServer, app_env, launch_chromium, wait_for
-from tests.model_server import Reply
+from devtools.model_server import Reply
+from devtools.processes import WebServer, wait_for
+from tests.conftest import CHROMIUM, app_env, launch_chromium
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 pytestmark = [

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.conf import settings
 
+from devtools.processes import free_port
 from temporal_integration.client import TemporalUnavailable, get_temporal_client, run_on_client
-from tests.conftest import free_port
 
 
 def test_every_thread_gets_the_same_client(dev_server):

@@ -23,7 +23,8 @@ from temporalio.client import Client
 
 from chat.models import ChatMessage, ChatSession
 from chat.workflows import ChatSessionWorkflow, workflow_id_for
-from tests.conftest import DevServer, WebServer, WorkerProcess, app_env, database_url, free_port, token_client, wait_for
+from devtools.processes import DevServer, WebServer, free_port, wait_for
+from tests.conftest import WorkerProcess, app_env, database_url, token_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 ACTIVITY_TIMEOUT = 2  # seconds: how soon Temporal retries an attempt whose worker died

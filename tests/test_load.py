@@ -18,7 +18,8 @@ from temporalio.client import Client
 
 from chat.models import ChatMessage, ChatSession
 from chat.workflows import ChatSessionWorkflow, workflow_id_for
-from tests.conftest import WebServer, WorkerProcess, app_env, wait_for
+from devtools.processes import WebServer, wait_for
+from tests.conftest import WorkerProcess, app_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 

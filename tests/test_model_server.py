@@ -12,7 +12,7 @@ from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from tests.model_server import DropAfter, Fail, Hang, Reply
+from devtools.model_server import DropAfter, Fail, Hang, Reply
 
 USER = [{"role": "user", "content": "hello there"}]
 

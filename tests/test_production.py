@@ -8,7 +8,8 @@ import httpx
 import pytest
 from django.conf import settings
 
-from tests.conftest import WebServer, database_url
+from devtools.processes import WebServer
+from tests.conftest import database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

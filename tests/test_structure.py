@@ -26,6 +26,12 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+def imported_or_run_modules(path: Path) -> set[str]:
+    """The imports, and the dotted names in string constants: modules run with `python -m` or imported by name."""
+    strings = {node.value for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Constant)}
+    return imported_modules(path) | {s for s in strings if isinstance(s, str) and re.fullmatch(r"[a-z_]\w*(\.\w+)+", s)}
+
+
 def test_temporal_integration_imports_nothing_from_chat():
     offending = {
         str(path.relative_to(ROOT)): sorted(m for m in imported_modules(path) if m.split(".")[0] == "chat")
@@ -33,6 +39,23 @@ def test_temporal_integration_imports_nothing_from_chat():
     }
 
     assert {path: modules for path, modules in offending.items() if modules} == {}
+
+
+def offending_modules(package: str, forbidden: set[str]) -> dict[str, list[str]]:
+    """Per file under `package`, the modules it imports or runs from the `forbidden` packages."""
+    offending = {
+        str(path.relative_to(ROOT)): sorted(m for m in imported_or_run_modules(path) if m.split(".")[0] in forbidden)
+        for path in (ROOT / package).rglob("*.py")
+    }
+    return {path: modules for path, modules in offending.items() if modules}
+
+
+def test_bench_imports_nothing_from_tests():
+    assert offending_modules("bench", {"tests"}) == {}
+
+
+def test_devtools_imports_nothing_from_tests_or_bench():
+    assert offending_modules("devtools", {"tests", "bench"}) == {}
 
 
 @pytest.mark.parametrize("module", ["admin", "serializers", "views"])

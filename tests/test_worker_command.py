@@ -16,8 +16,9 @@ from temporalio.client import Client
 from chat.models import ChatSession
 from chat.types import SessionState
 from chat.workflows import ChatSessionWorkflow, workflow_id_for
+from devtools.processes import DevServer, free_port, wait_for
 from temporal_integration.worker import write_workflow_bytecode
-from tests.conftest import DevServer, WorkerProcess, free_port, temporal_cli, wait_for, wait_until
+from tests.conftest import WorkerProcess, temporal_cli, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,4 +1,4 @@
-"""Line 7: time to the first token. The local model server (tests/model_server.py, at a set pace) answers the
+"""Line 7: time to the first token. The local model server (devtools/model_server.py, at a set pace) answers the
 project's worker; an SSE client of the project's event stream times `POST .../messages/` to the first `delta` of
 its reply, and the same client times the server's own first token directly (a streamed completion, to its first
 content chunk), at the same concurrency, in the same rounds. The overhead is the difference: the workflow, the

@@ -7,7 +7,7 @@ recorded (`.requests`) for assertions on what the model was sent.
 
 As a process of its own, for a developer to point the app at (`OPENAI_BASE_URL=http://127.0.0.1:8001/v1`):
 
-    python -m tests.model_server --port 8001 [--chunk-delay 0.02] [--first-token-delay 0.2]
+    python -m devtools.model_server --port 8001 [--chunk-delay 0.02] [--first-token-delay 0.2]
 
 It serves `POST /v1/chat/completions` only. pydantic-ai's `openai:` model names use the Responses API
 (`/v1/responses`); name the model `openai-chat:<name>` to reach this server.
@@ -513,16 +513,15 @@ def running(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.model_server", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devtools.model_server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--chunk-delay", type=float, default=DEFAULT_CHUNK_DELAY, help="seconds between chunks")
     parser.add_argument("--first-token-delay", type=float, default=0.0, help="seconds before the first chunk")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # its address shows at once under a process manager
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    # Ctrl-C and a process manager's SIGTERM both stop it cleanly: the signals are blocked before the server's thread
-    # starts (it inherits the mask) and taken here. SIGINT gets a handler first, as a background job starts with it
-    # ignored, and an ignored signal never arrives.
+    # Ctrl-C and SIGTERM stop it cleanly: blocked before the server's thread starts (it inherits the mask), taken here.
+    # SIGINT gets a handler first: a background job starts with it ignored, and an ignored signal never arrives.
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
