@@ -3,10 +3,18 @@
 Nothing here imports Django at import time: the raw worker imports this module too, and its process stays Django-free.
 """
 
-from chat.types import ChatMessageData, SessionOptions
+from chat.types import ChatMessageData, EventType, SessionOptions
 from chat.workflows import DB_RETRY, ChatSessionWorkflow, workflow_id_for
 
-__all__ = ["DB_RETRY", "ChatMessageData", "ChatSessionWorkflow", "SessionOptions", "worker_defaults", "workflow_id_for"]
+__all__ = [
+    "DB_RETRY",
+    "ChatMessageData",
+    "ChatSessionWorkflow",
+    "EventType",
+    "SessionOptions",
+    "worker_defaults",
+    "workflow_id_for",
+]
 
 
 def worker_defaults() -> dict[str, int]:

@@ -3,7 +3,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from chat import services
+from chat import selectors, services
 from chat.exceptions import SessionEnded, TemporalUnavailable, WorkflowUnreadable
 from chat.models import ChatMessage, ChatSession
 
@@ -11,7 +11,6 @@ BADGE_COLOURS = {
     ChatSession.Status.ACTIVE: "#2e7d32",
     ChatSession.Status.ENDED: "#546e7a",
     ChatSession.Status.TIMED_OUT: "#ef6c00",
-    ChatSession.Status.FAILED: "#c62828",
 }
 REPLY_COLOURS = {ChatMessage.Status.STOPPED: "#ef6c00", ChatMessage.Status.FAILED: "#c62828"}
 
@@ -67,7 +66,7 @@ class ChatSessionAdmin(admin.ModelAdmin):
     @admin.display(description="Workflow, live from Temporal")
     def workflow_live(self, session: ChatSession) -> str:
         try:
-            view = services.session_workflow_view(session)
+            view = selectors.session_workflow_view(session)
         except TemporalUnavailable as exc:
             return format_html("<em>Temporal is unreachable, so this shows the stored record only. ({})</em>", exc)
         except WorkflowUnreadable as exc:

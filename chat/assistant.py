@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
 from pydantic_ai.models import Model, infer_model
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from chat.conf import chat_settings
+from chat.types import Role
 
 DEMO = "demo"
 
@@ -24,7 +26,7 @@ DEMO = "demo"
 class StoredTurn:
     """One message of the conversation as the model is shown it."""
 
-    role: str  # "user" or "assistant"
+    role: Role
     content: str
 
 
@@ -48,7 +50,7 @@ async def _demo_stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIt
         "set CHAT_ASSISTANT_MODEL (and OPENAI_BASE_URL) to talk to a real one."
     ).split(" ")
     for index, word in enumerate(words):
-        await asyncio.sleep(settings.CHAT_DEMO_WORD_DELAY)
+        await asyncio.sleep(chat_settings.CHAT_DEMO_WORD_DELAY)
         yield word if index == 0 else f" {word}"
 
 
@@ -76,10 +78,10 @@ def get_agent() -> Agent:
     """The agent for the current settings, built once per configuration. Keyed by the settings it reads rather than
     cleared when one changes: a build that read a setting just before it changed can't outlive the change."""
     return _agent(
-        settings.CHAT_ASSISTANT_MODEL,
-        settings.CHAT_ASSISTANT_SYSTEM_PROMPT,
-        settings.OPENAI_BASE_URL,
-        settings.OPENAI_API_KEY,
+        chat_settings.CHAT_ASSISTANT_MODEL,
+        chat_settings.CHAT_ASSISTANT_SYSTEM_PROMPT,
+        chat_settings.OPENAI_BASE_URL,
+        chat_settings.OPENAI_API_KEY,
     )
 
 
@@ -106,7 +108,7 @@ def context_window(conversation: Sequence[StoredTurn], budget_chars: int) -> tup
         kept.append(turn)
     history: list[ModelMessage] = [
         ModelRequest(parts=[UserPromptPart(turn.content)])
-        if turn.role == "user"
+        if turn.role == Role.USER
         else ModelResponse(parts=[TextPart(turn.content)])
         for turn in reversed(kept)
     ]
@@ -122,6 +124,6 @@ async def stream_reply(conversation: Sequence[StoredTurn], on_text: Callable[[st
             reply.text += piece
             on_text(piece)
         usage = run.usage
-        reply.model = run.response.model_name or settings.CHAT_ASSISTANT_MODEL
+        reply.model = run.response.model_name or chat_settings.CHAT_ASSISTANT_MODEL
     reply.tokens_in, reply.tokens_out = usage.input_tokens, usage.output_tokens
     return reply

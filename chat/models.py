@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from chat.types import MessageStatus, SessionStatus
+from chat.types import EventType, MessageStatus, Role, SessionStatus
 from temporal_integration.conf import get_config
 
 
@@ -13,7 +13,6 @@ class ChatSession(models.Model):
         ACTIVE = SessionStatus.ACTIVE.value, "Active"
         ENDED = SessionStatus.ENDED.value, "Ended"
         TIMED_OUT = SessionStatus.TIMED_OUT.value, "Timed out"
-        FAILED = SessionStatus.FAILED.value, "Failed"
 
     session_id = models.CharField(max_length=64, unique=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="chat_sessions")
@@ -52,14 +51,16 @@ class ChatMessage(models.Model):
     """One message of a session, stored under the sequence number its workflow gave it."""
 
     class Role(models.TextChoices):
-        USER = "user", "User"
-        ASSISTANT = "assistant", "Assistant"
-        SYSTEM = "system", "System"
+        USER = Role.USER.value, "User"
+        ASSISTANT = Role.ASSISTANT.value, "Assistant"
 
     class Status(models.TextChoices):
         COMPLETE = MessageStatus.COMPLETE.value, "Complete"
         STOPPED = MessageStatus.STOPPED.value, "Stopped"
         FAILED = MessageStatus.FAILED.value, "Failed"
+
+    # What a client shows for a reply that failed (the `turn_failed` event's detail, and the chat page's note).
+    FAILED_REPLY = "The assistant could not answer. Send another message to try again."
 
     session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages")
     seq = models.PositiveIntegerField()
@@ -88,11 +89,11 @@ class ChatEvent(models.Model):
     """
 
     class Type(models.TextChoices):
-        MESSAGE = "message", "Message stored"
-        DELTA = "delta", "Reply text written"
-        RESET = "reset", "Reply restarted"
-        TURN_FAILED = "turn_failed", "Turn failed"
-        SESSION_ENDED = "session_ended", "Session ended"
+        MESSAGE = EventType.MESSAGE.value, "Message stored"
+        DELTA = EventType.DELTA.value, "Reply text written"
+        RESET = EventType.RESET.value, "Reply restarted"
+        TURN_FAILED = EventType.TURN_FAILED.value, "Turn failed"
+        SESSION_ENDED = EventType.SESSION_ENDED.value, "Session ended"
 
     # No index of its own: the two below lead with the session.
     session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="events", db_index=False)
@@ -112,3 +113,8 @@ class ChatEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.pk}"
+
+    @staticmethod
+    def message_key(seq: int) -> str:
+        """The key of a stored message's event: appended once, whoever stores the message how often."""
+        return f"message:{seq}"

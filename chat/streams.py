@@ -17,9 +17,10 @@ from rest_framework.authentication import SessionAuthentication, TokenAuthentica
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
-from chat import services
+from chat import selectors
 from chat.events import InvalidEventId, get_event_log
 from chat.exceptions import SessionNotFound, TemporalUnavailable, WorkflowUnreadable
+from chat.models import ChatEvent
 
 # A comment line this often keeps proxies and load balancers from closing an idle stream.
 KEEPALIVE_SECONDS = 15.0
@@ -41,7 +42,7 @@ def _authorize(request: HttpRequest, session_id: str) -> JsonResponse | None:
             response["WWW-Authenticate"] = "Token"
             return response
         try:
-            services.session_require_owner(user=user, session_id=session_id)  # also before its record is written
+            selectors.session_require_owner(user=user, session_id=session_id)  # also before its record is written
         except SessionNotFound as exc:
             return JsonResponse({"detail": str(exc)}, status=404)
         except (TemporalUnavailable, WorkflowUnreadable) as exc:  # asked only while the record is not written yet
@@ -50,8 +51,8 @@ def _authorize(request: HttpRequest, session_id: str) -> JsonResponse | None:
             return response
         return None
     finally:
-        # The stream lasts for as long as the client follows it, and the request's connection with it (measured:
-        # one connection each, ~180 KB, per open stream); the stream itself reads through the event hub's own.
+        # Otherwise the request's connection would stay open for as long as the stream; the stream reads through
+        # the event hub's own.
         connection.close()
 
 
@@ -87,7 +88,7 @@ async def _stream(session_id: str, after: str | None) -> AsyncIterator[bytes]:
                 continue
             event = next_event.result()
             yield event.to_sse()
-            if event.type == "session_ended":
+            if event.type == ChatEvent.Type.SESSION_ENDED:
                 return
             next_event = asyncio.ensure_future(anext(events))
     except StopAsyncIteration:

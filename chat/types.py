@@ -12,7 +12,6 @@ class SessionStatus(StrEnum):
     ACTIVE = "active"
     ENDED = "ended"
     TIMED_OUT = "timed_out"
-    FAILED = "failed"
 
 
 # ApplicationError types raised by the workflow's update validators; the service maps them to HTTP answers.
@@ -24,6 +23,30 @@ CLIENT_UPDATE_PREFIX = "message-"
 
 # The patch that added the assistant's turns: histories recorded before it replay without them.
 ASSISTANT_TURNS_PATCH = "assistant-turns"
+# The patch after which messages are stored by STORE_MESSAGE (one dataclass) instead of PERSIST_MESSAGE.
+STORE_MESSAGE_PATCH = "store-message"
+
+# The session workflow's activities, by name (the workflow calls them by name: their module needs Django).
+LOG_SESSION_START = "log_session_start"
+STORE_MESSAGE = "store_message"
+PERSIST_MESSAGE = "persist_message"  # the same, in its earlier two-argument shape, for histories recorded before it
+LOG_SESSION_END = "log_session_end"
+RUN_TURN = "run_turn"
+
+
+class EventType(StrEnum):
+    """What a session's event stream carries (the SSE `event:` names)."""
+
+    MESSAGE = "message"  # a stored message, as the REST API returns it
+    DELTA = "delta"  # reply text as it is written
+    RESET = "reset"  # a retried attempt writes its reply again
+    TURN_FAILED = "turn_failed"
+    SESSION_ENDED = "session_ended"
+
+
+class Role(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
 
 
 class MessageStatus(StrEnum):
@@ -78,6 +101,14 @@ class ChatMessageData:
     model: str = ""
     tokens_in: int = 0
     tokens_out: int = 0
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """A message to store: the store activity's input."""
+
+    session_id: str
+    message: ChatMessageData
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle, UserRateThrottle
 
-from chat import services
+from chat import selectors, services
 from chat.serializers import (
     SESSION_ID_REGEX,
     ErrorSerializer,
@@ -86,7 +86,7 @@ class SessionViewSet(viewsets.GenericViewSet):
     serializer_class = SessionSerializer
 
     def get_queryset(self):  # noqa: ANN201
-        return services.sessions_of(user=self.request.user)
+        return selectors.sessions_of(user=self.request.user)
 
     def get_throttles(self) -> list[BaseThrottle]:
         # Only the writes that start workflows or grow their histories are rate-limited.
@@ -110,8 +110,8 @@ class SessionViewSet(viewsets.GenericViewSet):
 
     @extend_schema(responses={200: SessionDetailSerializer, **_errors(**UNAUTHENTICATED, **NOT_FOUND)})
     def retrieve(self, request: Request, session_id: str) -> Response:
-        session = services.session_get(user=request.user, session_id=session_id)
-        live = services.session_live_state(session)
+        session = selectors.session_get(user=request.user, session_id=session_id)
+        live = selectors.session_live_state(session)
         return Response(SessionDetailSerializer(session, context={"live": live}).data)
 
     @extend_schema(
@@ -127,13 +127,13 @@ class SessionViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["get", "post"])
     def messages(self, request: Request, session_id: str) -> Response:
         if request.method == "GET":
-            page = self.paginate_queryset(services.messages_of(user=request.user, session_id=session_id))
+            page = self.paginate_queryset(selectors.messages_of(user=request.user, session_id=session_id))
             return self.get_paginated_response(MessageSerializer(page, many=True).data)
         payload = PostMessageSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         message = services.message_post(user=request.user, session_id=session_id, **payload.validated_data)
         if request.query_params.get("wait") == "true" and message.reply_seq is not None:
-            reply = services.reply_wait(session_id=session_id, seq=message.reply_seq)
+            reply = selectors.reply_wait(session_id=session_id, seq=message.reply_seq)
             return Response(PostedMessageSerializer(reply).data, status=status.HTTP_201_CREATED)
         return Response(PostedMessageSerializer(message).data, status=status.HTTP_201_CREATED)
 

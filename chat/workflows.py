@@ -17,10 +17,18 @@ with workflow.unsafe.imports_passed_through():
         ASSISTANT_TURNS_PATCH,
         CLIENT_UPDATE_PREFIX,
         INVALID_MESSAGE,
+        LOG_SESSION_END,
+        LOG_SESSION_START,
+        PERSIST_MESSAGE,
+        RUN_TURN,
         SESSION_ENDED,
+        STORE_MESSAGE,
+        STORE_MESSAGE_PATCH,
         ChatMessageData,
         KeyedMessage,
+        MessageRecord,
         MessageStatus,
+        Role,
         SessionCarry,
         SessionEnd,
         SessionOptions,
@@ -86,7 +94,7 @@ class ChatSessionWorkflow:
     ) -> SessionState:
         if not self.start_logged:
             await workflow.execute_activity(
-                "log_session_start", args=[user_id, session_id, self.started_at], **self._db()
+                LOG_SESSION_START, args=[user_id, session_id, self.started_at], **self._db()
             )
             self.start_logged = True
         self._show()
@@ -134,7 +142,7 @@ class ChatSessionWorkflow:
         reply_seq = self.message_count if answered else None
         message = ChatMessageData(
             seq=self.message_count - 1 if answered else self.message_count,
-            role="user",
+            role=Role.USER,
             content=content,
             created_at=workflow.now(),
             reply_seq=reply_seq,
@@ -146,7 +154,7 @@ class ChatSessionWorkflow:
         self.persisting += 1
         try:
             await workflow.wait_condition(lambda: self.start_logged)
-            await workflow.execute_activity("persist_message", args=[self.session_id, message], **self._db())
+            await self._store(message)
         finally:
             self.persisting -= 1
         self.unstored.discard(message.seq)
@@ -226,7 +234,7 @@ class ChatSessionWorkflow:
         await workflow.wait_condition(lambda: self.persisting == 0)
         await workflow.wait_condition(lambda: self.start_logged)
         end = SessionEnd(self.session_id, status, self.ended_at, self.message_count, ended_by)
-        await workflow.execute_activity("log_session_end", end, **self._db())
+        await workflow.execute_activity(LOG_SESSION_END, end, **self._db())
 
     async def _answer(self, turn: Turn) -> None:
         """Runs the assistant's turn for one user message; a reply that failed or was stopped is recorded too."""
@@ -235,7 +243,7 @@ class ChatSessionWorkflow:
             self.pending_turns.pop(0)
             return
         self.turn = workflow.start_activity(
-            "run_turn",
+            RUN_TURN,
             turn,
             result_type=TurnResult,
             start_to_close_timeout=timedelta(seconds=self.options.turn_timeout_seconds),
@@ -259,14 +267,20 @@ class ChatSessionWorkflow:
             stopped = isinstance(failure.cause, CancelledError)
             status = MessageStatus.STOPPED if stopped else MessageStatus.FAILED
             # The first write of a seq wins: a stop the activity already stored, with its text, stays as it is.
-            reply = ChatMessageData(turn.reply_seq, "assistant", "", workflow.now(), status=status)
+            reply = ChatMessageData(turn.reply_seq, Role.ASSISTANT, "", workflow.now(), status=status)
             self.last_activity_at = reply.created_at
             self.last_reply_status = status
-            await workflow.execute_activity("persist_message", args=[self.session_id, reply], **self._db())
+            await self._store(reply)
         finally:
             self.turn = None
         self.pending_turns.pop(0)
         self._show()
+
+    async def _store(self, message: ChatMessageData) -> None:
+        if workflow.patched(STORE_MESSAGE_PATCH):
+            await workflow.execute_activity(STORE_MESSAGE, MessageRecord(self.session_id, message), **self._db())
+        else:
+            await workflow.execute_activity(PERSIST_MESSAGE, args=[self.session_id, message], **self._db())
 
     def _db(self) -> dict:
         return {

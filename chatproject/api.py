@@ -27,8 +27,8 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     SessionExists: status.HTTP_409_CONFLICT,
     TemporalUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
     TokenBudgetExceeded: status.HTTP_429_TOO_MANY_REQUESTS,
-    WorkflowUnreadable: status.HTTP_502_BAD_GATEWAY,
-    ReplyPending: status.HTTP_504_GATEWAY_TIMEOUT,  # Temporal answered, but refused (configuration, retention)
+    WorkflowUnreadable: status.HTTP_502_BAD_GATEWAY,  # Temporal answered, but refused (configuration, retention)
+    ReplyPending: status.HTTP_504_GATEWAY_TIMEOUT,
 }
 RETRY_AFTER_SECONDS = 5
 

@@ -4,7 +4,7 @@ Two doors in one process. A session's event stream (`GET /api/sessions/{id}/even
 Django's ASGI handler, minus the thread that handler keeps for each request: an open stream holds no thread. Every
 other request is Django as WSGI servers run it, on a pool of long-lived threads (a2wsgi): under Django's ASGI
 handler a sync view runs on a new thread per request, with a new database connection, and the hops between the loop
-and it cost more CPU than the view itself (docs/benchmarks.md measures both).
+and it cost more CPU than the view itself.
 """
 
 import os
@@ -24,8 +24,8 @@ class StreamHandler(ASGIHandler):
     """Django's ASGI handler without the thread it keeps for each request.
 
     Django runs a request's sync parts (the request_started receivers, a response's close) on a thread of the
-    request's own, kept until the response ends: for an event stream, one thread per open stream (1,017 threads and
-    120 KB a stream at 1,000 streams, `make bench` line 8). Here they run on the process's one shared sync thread;
+    request's own, kept until the response ends: for an event stream, one thread per open stream. Here they run on
+    the process's one shared sync thread;
     the stream view's one sync step of its own, the auth, runs on the loop's pool and closes its connection.
     """
 

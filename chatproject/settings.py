@@ -13,7 +13,8 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from chat.types import SessionOptions
+from chat.conf import chat_settings
+from temporal_integration.conf import temporal_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -95,7 +96,7 @@ DATABASES = {
     "default": _read(env.db_url, "DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
 # Each web thread and each activity thread keeps its connection for a minute instead of opening one per
-# request or activity (docs/benchmarks.md measures it); the health check replaces a connection that a
+# request or activity; the health check replaces a connection that a
 # database restart broke before it is used. 0 restores Django's connection per request.
 DATABASES["default"]["CONN_MAX_AGE"] = _read(env.int, "DATABASE_CONN_MAX_AGE", 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -184,64 +185,18 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# Chat sessions (passed to each session's workflow as its options; the defaults are the workflow's own)
-CHAT_SESSION_IDLE_TIMEOUT: float = _read(env.float, "CHAT_SESSION_IDLE_TIMEOUT", SessionOptions.idle_timeout_seconds)
-CHAT_MESSAGE_MAX_LENGTH: int = _read(env.int, "CHAT_MESSAGE_MAX_LENGTH", SessionOptions.max_message_length)
-CHAT_ACTIVITY_TIMEOUT: float = _read(env.float, "CHAT_ACTIVITY_TIMEOUT", SessionOptions.activity_timeout_seconds)
-if min(CHAT_SESSION_IDLE_TIMEOUT, CHAT_MESSAGE_MAX_LENGTH, CHAT_ACTIVITY_TIMEOUT) <= 0:
-    raise ImproperlyConfigured(
-        "CHAT_SESSION_IDLE_TIMEOUT, CHAT_MESSAGE_MAX_LENGTH and CHAT_ACTIVITY_TIMEOUT must be positive."
-    )
+# The apps' own settings (chat.conf, temporal_integration.conf hold each one's default and check): any of them from
+# the environment, under its own name.
+_casts = {bool: env.bool, int: env.int, float: env.float, str: env.str}
+for _name, _default in {**chat_settings.defaults, **temporal_settings.defaults}.items():
+    if _name in os.environ and type(_default) in _casts:
+        globals()[_name] = _read(_casts[type(_default)], _name, _default)
 
-# The assistant (chat.assistant): a pydantic-ai model string; `demo` is the built-in offline model.
-CHAT_ASSISTANT_MODEL: str = env.str("CHAT_ASSISTANT_MODEL", default="demo")
-CHAT_ASSISTANT_SYSTEM_PROMPT: str = env.str(
-    "CHAT_ASSISTANT_SYSTEM_PROMPT", default="You are a helpful assistant. Answer clearly and concisely."
-)
-# The demo model's pace, seconds a word: slow enough that a person sees the reply being written.
-CHAT_DEMO_WORD_DELAY: float = _read(env.float, "CHAT_DEMO_WORD_DELAY", 0.04)
-# How much of the conversation goes to the model with each turn: the newest whole messages that fit.
-CHAT_ASSISTANT_CONTEXT_CHARS: int = _read(env.int, "CHAT_ASSISTANT_CONTEXT_CHARS", 24000)
-# Tokens (in + out) a user's replies may use per UTC day; past it, a new message answers 429. 0: no limit.
-CHAT_USER_DAILY_TOKENS: int = _read(env.int, "CHAT_USER_DAILY_TOKENS", 200_000)
-# The assistant's turn (an activity): how long one attempt may take, how soon a dead worker's attempt is retried
-# (its heartbeats stop), and how many attempts a reply gets before it is recorded as failed.
-CHAT_TURN_TIMEOUT: float = _read(env.float, "CHAT_TURN_TIMEOUT", SessionOptions.turn_timeout_seconds)
-CHAT_TURN_HEARTBEAT_TIMEOUT: float = _read(
-    env.float, "CHAT_TURN_HEARTBEAT_TIMEOUT", SessionOptions.turn_heartbeat_seconds
-)
-CHAT_TURN_ATTEMPTS: int = _read(env.int, "CHAT_TURN_ATTEMPTS", SessionOptions.turn_attempts)
-if min(CHAT_TURN_TIMEOUT, CHAT_TURN_HEARTBEAT_TIMEOUT, CHAT_TURN_ATTEMPTS) <= 0:
-    raise ImproperlyConfigured(
-        "CHAT_TURN_TIMEOUT, CHAT_TURN_HEARTBEAT_TIMEOUT and CHAT_TURN_ATTEMPTS must be positive."
-    )
-# Continue-as-new after this many messages in one run (0: whenever Temporal suggests it, by history size).
-CHAT_MAX_MESSAGES_PER_RUN: int = _read(env.int, "CHAT_MAX_MESSAGES_PER_RUN", 0)
-# How long POST .../messages/?wait=true waits for the reply before answering 504 (the reply goes on).
-CHAT_REPLY_WAIT_TIMEOUT: float = _read(env.float, "CHAT_REPLY_WAIT_TIMEOUT", 120.0)
-# Any OpenAI-compatible server (OpenAI, Ollama, vLLM, LiteLLM) for `openai:<model>`; empty: OpenAI's own.
-OPENAI_BASE_URL: str = env.str("OPENAI_BASE_URL", default="")
-OPENAI_API_KEY: str = env.str("OPENAI_API_KEY", default="")
-if CHAT_ASSISTANT_CONTEXT_CHARS <= 0 or CHAT_USER_DAILY_TOKENS < 0:
-    raise ImproperlyConfigured("CHAT_ASSISTANT_CONTEXT_CHARS must be positive and CHAT_USER_DAILY_TOKENS at least 0.")
-
-# Temporal (read by temporal_integration.conf, which validates them at start-up)
-TEMPORAL_ADDRESS: str = env.str("TEMPORAL_ADDRESS", default="localhost:7233")
-TEMPORAL_NAMESPACE: str = env.str("TEMPORAL_NAMESPACE", default="default")
-TEMPORAL_TASK_QUEUE: str = env.str("TEMPORAL_TASK_QUEUE", default="chat-sessions")
-TEMPORAL_API_KEY: str = env.str("TEMPORAL_API_KEY", default="")
-TEMPORAL_TLS_CERT: str = env.str("TEMPORAL_TLS_CERT", default="")
-TEMPORAL_TLS_KEY: str = env.str("TEMPORAL_TLS_KEY", default="")
-TEMPORAL_TLS_CA: str = env.str("TEMPORAL_TLS_CA", default="")
-TEMPORAL_UI_URL: str = env.str("TEMPORAL_UI_URL", default="http://localhost:8233")
-TEMPORAL_RPC_TIMEOUT: float = _read(env.float, "TEMPORAL_RPC_TIMEOUT", 5.0)
-# A Keyword search attribute set to the user id on every session's workflow, so the Web UI can list one
-# user's sessions. Off by default: starting a workflow with an attribute the namespace lacks fails.
-TEMPORAL_USER_SEARCH_ATTRIBUTE: str = env.str("TEMPORAL_USER_SEARCH_ATTRIBUTE", default="")
 # What `manage.py run_temporal_worker` hosts: dotted paths, so another app can add its own.
 TEMPORAL_WORKFLOWS = ["chat.workflows.ChatSessionWorkflow"]
 TEMPORAL_ACTIVITIES = [
     "chat.activities.log_session_start",
+    "chat.activities.store_message",
     "chat.activities.persist_message",
     "chat.activities.log_session_end",
     "chat.activities.run_turn",
@@ -258,23 +213,3 @@ LOGGING = {
         "temporal_integration": {"level": "INFO"},
     },
 }
-
-# The per-session event log (chat.events) that the worker appends assistant replies to as they are written and the
-# web process streams to SSE clients: `database` (the ChatEvent table) or a Redis URL (Redis Streams, for scale).
-CHAT_EVENT_LOG: str = env.str("CHAT_EVENT_LOG", default="database")
-if CHAT_EVENT_LOG != "database":
-    from redis.connection import parse_url
-
-    try:
-        parse_url(CHAT_EVENT_LOG)
-    except ValueError as exc:
-        raise ImproperlyConfigured(
-            f"CHAT_EVENT_LOG={CHAT_EVENT_LOG!r} is not valid: set `database` or a Redis URL such as "
-            f"redis://127.0.0.1:6379/0 ({exc})."
-        ) from exc
-# Tuning, not read from the environment. Seconds between the database log's polls (one query per web process for all
-# its subscribed sessions), and between Redis reads that return events; events a subscriber may lag behind before it
-# is closed (its client resumes with Last-Event-ID); the approximate length at which Redis trims a session's stream.
-CHAT_EVENT_LOG_POLL_INTERVAL: float = 0.05
-CHAT_EVENT_LOG_SUBSCRIBER_BUFFER: int = 1000
-CHAT_EVENT_LOG_REDIS_MAXLEN: int = 100_000

@@ -1,7 +1,7 @@
 """The process's Temporal client, and the bridge that lets sync Django code use it.
 
 A `temporalio.client.Client` belongs to the event loop it was connected on and is not
-thread-safe. Django views run in sync threads (runserver, gunicorn), so the client lives
+thread-safe. Django views run in sync threads (runserver, the web process's thread pool), so the client lives
 on one dedicated loop thread per process and every call is submitted to that loop.
 """
 

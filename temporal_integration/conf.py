@@ -1,13 +1,35 @@
-"""The Temporal settings, read once from Django settings into one frozen value."""
+"""The Temporal settings: each one's default and check (`temporal_settings`), and the frozen value the client and
+the worker read (`get_config()`)."""
 
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from temporalio.service import TLSConfig
+
+from temporal_integration.app_settings import AppSettings, Setting, not_empty, positive
+
+NOT_EMPTY = "set a value."
+temporal_settings = AppSettings(
+    {
+        "TEMPORAL_ADDRESS": Setting("localhost:7233", not_empty, NOT_EMPTY),
+        "TEMPORAL_NAMESPACE": Setting("default", not_empty, NOT_EMPTY),
+        "TEMPORAL_TASK_QUEUE": Setting("chat-sessions", not_empty, NOT_EMPTY),
+        "TEMPORAL_API_KEY": Setting(""),  # Temporal Cloud's; turns TLS on
+        "TEMPORAL_TLS_CERT": Setting(""),  # PEM file paths, for mTLS
+        "TEMPORAL_TLS_KEY": Setting(""),
+        "TEMPORAL_TLS_CA": Setting(""),
+        "TEMPORAL_UI_URL": Setting("http://localhost:8233"),
+        "TEMPORAL_RPC_TIMEOUT": Setting(5.0, positive, "set a positive number of seconds."),
+        # A Keyword search attribute set to the user id on every session's workflow (the namespace must have it).
+        "TEMPORAL_USER_SEARCH_ATTRIBUTE": Setting(""),
+        # What the worker hosts: dotted paths of workflow classes and activity functions.
+        "TEMPORAL_WORKFLOWS": Setting(()),
+        "TEMPORAL_ACTIVITIES": Setting(()),
+    }
+)
 
 # Settings whose change needs a new connection (the rest only need the config read again).
 CONNECTION_SETTINGS = frozenset(
@@ -46,7 +68,7 @@ class TemporalConfig:
 
 
 def _read_pem(setting: str) -> bytes | None:
-    path = getattr(settings, setting)
+    path = getattr(temporal_settings, setting)
     if not path:
         return None
     try:
@@ -57,24 +79,20 @@ def _read_pem(setting: str) -> bytes | None:
 
 @cache
 def get_config() -> TemporalConfig:
-    if bool(settings.TEMPORAL_TLS_CERT) != bool(settings.TEMPORAL_TLS_KEY):
+    read = temporal_settings
+    if bool(read.TEMPORAL_TLS_CERT) != bool(read.TEMPORAL_TLS_KEY):
         raise ImproperlyConfigured("mTLS needs both TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY; only one is set.")
-    if settings.TEMPORAL_RPC_TIMEOUT <= 0:
-        raise ImproperlyConfigured("TEMPORAL_RPC_TIMEOUT must be a positive number of seconds.")
-    for setting in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_TASK_QUEUE"):
-        if not getattr(settings, setting):
-            raise ImproperlyConfigured(f"{setting} must not be empty.")
     return TemporalConfig(
-        address=settings.TEMPORAL_ADDRESS,
-        namespace=settings.TEMPORAL_NAMESPACE,
-        task_queue=settings.TEMPORAL_TASK_QUEUE,
-        api_key=settings.TEMPORAL_API_KEY or None,
+        address=read.TEMPORAL_ADDRESS,
+        namespace=read.TEMPORAL_NAMESPACE,
+        task_queue=read.TEMPORAL_TASK_QUEUE,
+        api_key=read.TEMPORAL_API_KEY or None,
         tls_cert=_read_pem("TEMPORAL_TLS_CERT"),
         tls_key=_read_pem("TEMPORAL_TLS_KEY"),
         tls_ca=_read_pem("TEMPORAL_TLS_CA"),
-        ui_url=settings.TEMPORAL_UI_URL.rstrip("/"),
-        rpc_timeout=timedelta(seconds=settings.TEMPORAL_RPC_TIMEOUT),
-        user_search_attribute=settings.TEMPORAL_USER_SEARCH_ATTRIBUTE or None,
-        workflows=tuple(settings.TEMPORAL_WORKFLOWS),
-        activities=tuple(settings.TEMPORAL_ACTIVITIES),
+        ui_url=read.TEMPORAL_UI_URL.rstrip("/"),
+        rpc_timeout=timedelta(seconds=read.TEMPORAL_RPC_TIMEOUT),
+        user_search_attribute=read.TEMPORAL_USER_SEARCH_ATTRIBUTE or None,
+        workflows=tuple(read.TEMPORAL_WORKFLOWS),
+        activities=tuple(read.TEMPORAL_ACTIVITIES),
     )

@@ -1,10 +1,7 @@
 """Builds and runs the worker that hosts the workflows and activities that settings name."""
 
 import asyncio
-import dataclasses
-import functools
 import importlib.util
-import inspect
 import logging
 import py_compile
 import signal
@@ -17,9 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
-from django.db import close_old_connections
 from django.utils.module_loading import import_string
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
@@ -27,14 +22,12 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.worker import (
-    ActivityInboundInterceptor,
-    ExecuteActivityInput,
-    Interceptor,
     Worker,
 )
 
 from temporal_integration.client import TemporalUnavailable, connect
 from temporal_integration.conf import get_config
+from temporal_integration.connections import DjangoConnections
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,48 +43,11 @@ def hosted(setting: str, paths: tuple[str, ...]) -> list[Any]:
         raise ImproperlyConfigured(f"{setting}: {exc}") from exc
 
 
-class DjangoConnections(Interceptor):
-    """Gives sync activities Django's connection hygiene around each attempt.
-
-    Activity threads live outside Django's request cycle: nothing else closes their expired connections, and a
-    connection broken by a database restart would otherwise fail every later attempt on that thread.
-    """
-
-    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        return _DjangoConnectionsInbound(next)
-
-
-class _DjangoConnectionsInbound(ActivityInboundInterceptor):
-    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        if input.executor is not None and not inspect.iscoroutinefunction(input.fn):
-            input = dataclasses.replace(input, fn=_with_fresh_connections(input.fn))
-        return await super().execute_activity(input)
-
-
-def _with_fresh_connections(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        close_old_connections()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            close_old_connections()
-
-    return run
-
-
-async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Runs sync (ORM) code from an async activity, on a thread, with the same connection hygiene as a sync
-    activity gets."""
-    return await sync_to_async(_with_fresh_connections(fn), thread_sensitive=False)(*args, **kwargs)
-
-
 @dataclass(frozen=True)
 class WorkerOptions:
     task_queue: str
-    # Activities at once. The assistant's turns are async and hold their slot while they wait on the model, for
-    # seconds: with 20 slots, 20 streaming turns left none for the short database activities, and the 21st message
-    # posted answered 503 after its update's timeout (`make bench` line 8, 100 turns at once).
+    # Activities at once. The assistant's turns are async and hold their slot while they wait on the model: leave
+    # room beyond them for the short database activities that store messages.
     max_concurrent_activities: int = 100
     # Threads for the sync (database) activities, each keeping its connection; more of them at once wait their turn.
     activity_threads: int = 20
@@ -122,10 +78,9 @@ def write_workflow_bytecode(workflows: list[type]) -> None:
     """Writes the .pyc of each workflow's module and its packages, whatever PYTHONDONTWRITEBYTECODE says.
 
     The sandbox imports a workflow's module afresh for every new workflow instance (each session the worker starts
-    or takes back into its cache). Without a .pyc beside the source, as PYTHONDONTWRITEBYTECODE=1 leaves it (this
-    machine's environment and many container images set it), each of those imports compiles the source: a quarter of
-    the worker's CPU while opening sessions went to new instances, half of that to compiling chat/workflows.py
-    (py-spy, `bench.profile open`). Where the directory is read-only the worker runs on, compiling.
+    or takes back into its cache). Without a .pyc beside the source, as PYTHONDONTWRITEBYTECODE=1 leaves it (many
+    container images set it), each of those imports compiles the source again. Where the directory is read-only the
+    worker runs on, compiling.
     """
     names = {name for workflow in workflows for name in _with_packages(workflow.__module__)}
     for module in filter(None, map(sys.modules.get, sorted(names))):

@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import override_settings
@@ -22,6 +21,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from temporalio.testing import WorkflowEnvironment
 
+from chat.conf import chat_settings
 from devtools import processes
 from devtools.model_server import ModelServer
 from devtools.processes import BIN, TEMPORAL_CLI, DevServer, project_env
@@ -46,8 +46,8 @@ def clean_redis_event_log() -> Iterator[None]:
     """With CHAT_EVENT_LOG in Redis, each test starts from an empty log there, as it does from an empty database:
     the tests reuse session ids. So give the tests a Redis database of their own (CI uses /15)."""
     yield
-    if settings.CHAT_EVENT_LOG != "database":
-        client = redis.Redis.from_url(settings.CHAT_EVENT_LOG)
+    if chat_settings.CHAT_EVENT_LOG != "database":
+        client = redis.Redis.from_url(chat_settings.CHAT_EVENT_LOG)
         for key in client.scan_iter(match="chat:*", count=1000):
             client.delete(key)
         client.close()

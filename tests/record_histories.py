@@ -18,7 +18,7 @@ from temporalio import activity  # noqa: E402
 from temporalio.client import Client, WorkflowHandle  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from chat.types import SessionOptions, Turn, TurnResult  # noqa: E402
+from chat.types import RUN_TURN, SessionOptions, Turn, TurnResult  # noqa: E402
 from chat.workflows import ChatSessionWorkflow  # noqa: E402
 from tests.test_workflows import FakeDatabase, answered, run_ids, session  # noqa: E402
 
@@ -69,7 +69,7 @@ async def record(client: Client) -> None:
     start, persist, end, _ = db.activities()
     writing = asyncio.Event()
 
-    @activity.defn(name="run_turn")
+    @activity.defn(name=RUN_TURN)
     async def endless_turn(turn: Turn) -> TurnResult:
         writing.set()
         while True:  # until the stop's cancel arrives with a heartbeat's answer

@@ -7,12 +7,11 @@ from django.contrib.auth import get_user_model
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from chat import activities
 from chat.activities import log_session_start
-from chat.events import get_event_log
+from chat.events import get_event_log, publisher
 from chat.models import ChatSession
 from chat.types import Turn
-from temporal_integration.worker import in_thread
+from temporal_integration.connections import in_thread
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)  # activities run in autocommit, outside any test transaction
@@ -56,12 +55,12 @@ def test_log_session_start_for_an_unknown_user_fails_without_retry():
 
 def test_a_replys_first_words_reach_the_event_log_at_once_and_the_rest_in_batches(user, monkeypatch):
     """The first words are what a reader waits for (time to the first token); later ones wait for the next flush."""
-    monkeypatch.setattr(activities, "FLUSH_SECONDS", 60.0)  # a flush on the clock would not come within the test
+    monkeypatch.setattr(publisher, "FLUSH_SECONDS", 60.0)  # a flush on the clock would not come within the test
     ChatSession.objects.create(session_id="s-1", user=user, workflow_id="wf", run_id="run")
     log = get_event_log()
 
     async def write_a_reply() -> list[list[str]]:
-        stream = activities.ReplyStream(Turn("s-1", 1, 2), attempt=1)
+        stream = publisher.ReplyStream(Turn("s-1", 1, 2), attempt=1)
         await stream.start()
         stream.write("Hello")
         seen = [await wait_until(lambda: in_thread(deltas), bool, within=5)]
@@ -100,7 +99,7 @@ def test_a_reply_heartbeats_while_its_appends_wait(user, monkeypatch):
     env.on_heartbeat = lambda *details: beats.append(details)
 
     async def write_while_the_log_is_slow() -> int:
-        stream = activities.ReplyStream(Turn("s-1", 1, 2), attempt=1)
+        stream = publisher.ReplyStream(Turn("s-1", 1, 2), attempt=1)
         await stream.start()
         stream.write("Hello")  # its append waits for `released`
         during = await wait_until(lambda: asyncio.sleep(0, len(beats)), lambda n: n >= 3, within=5)

@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 
 from chat.models import ChatSession
 from devtools.processes import free_port, wait_for
+from temporal_integration.conf import temporal_settings
 from tests.conftest import temporal_cli
 
 URL = "/api/sessions/"
@@ -46,7 +47,9 @@ def test_start_answers_202_and_the_workflow_writes_the_record(api, user, worker,
     assert body["user_id"] == str(user.pk)
     assert body["workflow_id"] == "chat-session-chat-1"
     assert body["status"] == "active"
-    assert body["temporal_ui_url"] == (f"{settings.TEMPORAL_UI_URL}/namespaces/default/workflows/chat-session-chat-1")
+    assert body["temporal_ui_url"] == (
+        f"{temporal_settings.TEMPORAL_UI_URL}/namespaces/default/workflows/chat-session-chat-1"
+    )
     assert wait_for(lambda: status_of("chat-session-chat-1", dev_server.address) == "RUNNING", what="the workflow")
     described = describe("chat-session-chat-1", dev_server.address)
     assert described["workflowExecutionInfo"]["type"]["name"] == "ChatSessionWorkflow"

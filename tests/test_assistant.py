@@ -169,6 +169,20 @@ def test_a_message_is_answered_by_the_model_and_the_reply_streams_as_it_is_writt
     assert len({e.id for e in events}) == len(events)
 
 
+def test_a_message_event_carries_the_same_json_as_the_messages_endpoint(web, assistant_model):
+    chat = web()
+    chat.start("wire")
+    subscribed(chat, "wire")
+
+    chat.say("wire", "hello")
+    events = chat.follow("wire", reply_stored(2))
+    listed = chat.get("sessions/wire/messages/").json()["results"]
+
+    streamed = {e.data["seq"]: e.data for e in events if e.type == "message"}
+    assert streamed == {message["seq"]: message for message in listed}
+    assert [message["role"] for message in listed] == ["user", "assistant"]
+
+
 def test_the_first_message_rides_on_the_start_and_wait_true_answers_with_the_reply(web, assistant_model):
     chat = web()
     started = chat.start("s2", content="first words").json()

@@ -6,10 +6,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.conf import settings
 
 from devtools.processes import free_port
 from temporal_integration.client import TemporalUnavailable, get_temporal_client, run_on_client
+from temporal_integration.conf import temporal_settings
 
 
 def test_every_thread_gets_the_same_client(dev_server):
@@ -23,7 +23,7 @@ def test_every_thread_gets_the_same_client(dev_server):
         clients = list(pool.map(lambda _: get(), range(8)))
 
     assert len({id(client) for client in clients}) == 1
-    assert clients[0].namespace == settings.TEMPORAL_NAMESPACE
+    assert clients[0].namespace == temporal_settings.TEMPORAL_NAMESPACE
 
 
 def test_many_threads_start_workflows_through_the_bridge_at_once(dev_server):

@@ -110,7 +110,7 @@ async def make_log(backend) -> AsyncIterator[Callable[..., EventLog]]:
         if backend == "database":
             log = DatabaseEventLog(poll_interval=INTERVAL, buffer=buffer)
         else:
-            log = RedisEventLog(REDIS_URL, namespace=namespace, read_interval=INTERVAL, buffer=buffer)
+            log = RedisEventLog(REDIS_URL, namespace=namespace, maxlen=10_000, read_interval=INTERVAL, buffer=buffer)
         made.append(log)
         return log
 

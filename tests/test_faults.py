@@ -24,6 +24,7 @@ from temporalio.client import Client
 from chat.models import ChatMessage, ChatSession
 from chat.workflows import ChatSessionWorkflow, workflow_id_for
 from devtools.processes import DevServer, WebServer, free_port, wait_for
+from temporal_integration.conf import temporal_settings
 from tests.conftest import WorkerProcess, app_env, database_url, token_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
@@ -138,7 +139,7 @@ def test_a_worker_killed_during_log_session_start_is_replaced_and_the_record_wri
     assert "session_id=crash-start workflow_id=chat-session-crash-start attempt=2" in second.output()
 
 
-def test_a_worker_killed_during_persist_message_is_replaced_and_the_message_stored_once(
+def test_a_worker_killed_during_store_message_is_replaced_and_the_message_stored_once(
     api, dev_server, queue, temporal_address, tmp_path
 ):
     temporal_address(dev_server.address)
@@ -148,7 +149,7 @@ def test_a_worker_killed_during_persist_message_is_replaced_and_the_message_stor
     handle_id = workflow_id_for("crash-message")
     with database_write_lock():
         update = Background(dev_server.address, post_update(handle_id, "written while the worker dies"))
-        wait_for(lambda: "persist_message session_id=crash-message seq=1" in first.output(), what="the activity")
+        wait_for(lambda: "store_message session_id=crash-message seq=1" in first.output(), what="the activity")
         first.kill()
     second = WorkerProcess(dev_server.address, log=tmp_path / "second.log", task_queue=queue)
     try:
@@ -159,7 +160,7 @@ def test_a_worker_killed_during_persist_message_is_replaced_and_the_message_stor
     assert list(ChatMessage.objects.filter(role="user").values_list("seq", "content")) == [
         (1, "written while the worker dies")
     ]
-    assert "persist_message session_id=crash-message seq=1 attempt=2" in second.output()
+    assert "store_message session_id=crash-message seq=1 attempt=2" in second.output()
 
 
 @pytest.mark.temporal  # starts (and restarts) a dev server of its own
@@ -182,7 +183,7 @@ def test_a_restarted_temporal_server_keeps_open_sessions(api, queue, temporal_ad
 
         assert down.status_code == 503, down.content
         assert down["Retry-After"] == "5"
-        assert waited < 3 * settings.TEMPORAL_RPC_TIMEOUT  # bounded, not hanging: a deadline, not a timing
+        assert waited < 3 * temporal_settings.TEMPORAL_RPC_TIMEOUT  # bounded, not hanging: a deadline, not a timing
         assert (health.status_code, health.json()["database"]) == (503, "ok")
         assert health.json()["temporal"].startswith("unavailable")
 

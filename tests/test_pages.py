@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from chat import services
+from chat import selectors
 from chat.events import Event, get_event_log
 from chat.models import ChatMessage, ChatSession
 
@@ -151,7 +151,6 @@ def test_a_session_whose_record_is_not_written_yet_asks_temporal_and_says_when_i
     [
         ("ended", "This chat has ended."),
         ("timed_out", "This chat ended after a while without messages."),
-        ("failed", "This chat failed and can take no more messages."),
     ],
 )
 def test_a_closed_session_says_so_and_closes_the_composer(owner, browser, status, notice):
@@ -187,7 +186,7 @@ def test_the_stream_takes_over_after_the_newest_event_when_every_message_is_answ
     log = get_event_log()
     ids = log.append("s1", [message_event("s1", 1, "user"), delta("s1", 2, "a"), message_event("s1", 2, "assistant")])
 
-    shown = services.session_conversation(user=owner, session_id="s1")
+    shown = selectors.session_conversation(user=owner, session_id="s1")
 
     assert [m.seq for m in shown.messages] == [1, 2]
     assert shown.after == ids[-1]
@@ -199,7 +198,7 @@ def test_a_reply_being_written_is_streamed_from_its_question_on_so_no_word_is_mi
     first = log.append("s1", [message_event("s1", 1, "user"), message_event("s1", 2, "assistant")])
     [question, *_] = log.append("s1", [message_event("s1", 3, "user"), delta("s1", 4, "half "), delta("s1", 4, "way")])
 
-    shown = services.session_conversation(user=owner, session_id="s1")
+    shown = selectors.session_conversation(user=owner, session_id="s1")
 
     assert shown.after == question
     assert shown.after != first[-1]
@@ -210,7 +209,7 @@ def test_a_reply_being_written_is_streamed_from_its_question_on_so_no_word_is_mi
 def test_a_session_without_events_streams_from_its_start(owner, browser):
     session_of(owner, "s1", ("user", "q1", "complete"))  # its reply's turn has not begun
 
-    shown = services.session_conversation(user=owner, session_id="s1")
+    shown = selectors.session_conversation(user=owner, session_id="s1")
 
     assert shown.after is None
     assert 'data-after=""' in browser.get("/chat/s1/").text

@@ -65,9 +65,13 @@ def test_the_chat_edges_import_nothing_from_temporal(module):
     assert sorted(m for m in modules if m.split(".")[0] in ("temporalio", "temporal_integration")) == []
 
 
+# Django's settings, and the apps' own as they resolve them (set or defaulted).
 SETTINGS_DUMP = (
     "import json, django; django.setup(); from django.conf import settings; "
-    "print(json.dumps({k: repr(getattr(settings, k)) for k in dir(settings) if k.isupper()}))"
+    "from chat.conf import chat_settings; from temporal_integration.conf import temporal_settings; "
+    "apps = {k: getattr(s, k) for s in (chat_settings, temporal_settings) for k in s.specs}; "
+    "print(json.dumps({**{k: repr(getattr(settings, k)) for k in dir(settings) if k.isupper() and k not in apps}, "
+    "**{k: repr(v) for k, v in apps.items()}}))"
 )
 # Documented relative to the project directory, where the code holds absolute paths.
 PATH_VALUED = {"DATABASE_URL", "DJANGO_STATIC_ROOT", "DJANGO_ENV_FILE"}

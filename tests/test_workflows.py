@@ -18,8 +18,13 @@ from temporalio.worker import Worker
 
 from chat.types import (
     INVALID_MESSAGE,
+    LOG_SESSION_END,
+    LOG_SESSION_START,
+    RUN_TURN,
     SESSION_ENDED,
+    STORE_MESSAGE,
     ChatMessageData,
+    MessageRecord,
     MessageStatus,
     SessionEnd,
     SessionOptions,
@@ -48,27 +53,27 @@ class FakeDatabase:
     turns: list[Turn] = field(default_factory=list)
 
     def activities(self) -> list:
-        @activity.defn(name="log_session_start")
+        @activity.defn(name=LOG_SESSION_START)
         async def log_session_start(user_id: str, session_id: str, started_at: datetime | None = None) -> str:
             self.starts.append((user_id, session_id))
             return f"recorded {session_id}"
 
-        @activity.defn(name="persist_message")
-        async def persist_message(session_id: str, message: ChatMessageData) -> None:
-            self.messages.append(message)
+        @activity.defn(name=STORE_MESSAGE)
+        async def store_message(record: MessageRecord) -> None:
+            self.messages.append(record.message)
 
-        @activity.defn(name="log_session_end")
+        @activity.defn(name=LOG_SESSION_END)
         async def log_session_end(end: SessionEnd) -> None:
             self.ends.append(end)
 
-        @activity.defn(name="run_turn")
+        @activity.defn(name=RUN_TURN)
         async def run_turn(turn: Turn) -> TurnResult:
             self.turns.append(turn)
             reply = ChatMessageData(turn.reply_seq, "assistant", f"re {turn.user_seq}", workflow_now(), model="fake")
             self.messages.append(reply)
             return TurnResult(turn.reply_seq, MessageStatus.COMPLETE, "fake", 1, 2, reply.created_at)
 
-        return [log_session_start, persist_message, log_session_end, run_turn]
+        return [log_session_start, store_message, log_session_end, run_turn]
 
     def user_messages(self) -> list[ChatMessageData]:
         return [m for m in self.messages if m.role == "user"]
@@ -232,7 +237,7 @@ async def test_messages_and_a_second_end_are_rejected_while_the_session_is_endin
     release = asyncio.Event()
     start, persist, _, turn = db.activities()
 
-    @activity.defn(name="log_session_end")
+    @activity.defn(name=LOG_SESSION_END)
     async def slow_end(end: SessionEnd) -> None:
         await release.wait()
         db.ends.append(end)
@@ -269,7 +274,7 @@ async def test_the_session_retries_a_failing_database_write_until_it_succeeds(ti
     db = FakeDatabase()
     attempts: list[int] = []
 
-    @activity.defn(name="log_session_start")
+    @activity.defn(name=LOG_SESSION_START)
     async def flaky(user_id: str, session_id: str, started_at: datetime | None = None) -> str:
         attempts.append(activity.info().attempt)
         if len(attempts) < 4:
@@ -287,7 +292,7 @@ async def test_the_session_fails_at_once_on_a_non_retryable_start_error(time_ski
     db = FakeDatabase()
     attempts: list[int] = []
 
-    @activity.defn(name="log_session_start")
+    @activity.defn(name=LOG_SESSION_START)
     async def reject(user_id: str, session_id: str, started_at: datetime | None = None) -> str:
         attempts.append(activity.info().attempt)
         raise ApplicationError("user 7 does not exist", non_retryable=True)
@@ -360,7 +365,7 @@ async def test_stop_cancels_the_reply_being_written_which_keeps_its_text_and_the
     start, persist, end, _ = db.activities()
     writing = asyncio.Event()
 
-    @activity.defn(name="run_turn")
+    @activity.defn(name=RUN_TURN)
     async def endless_turn(turn: Turn) -> TurnResult:
         writing.set()
         try:
@@ -393,7 +398,7 @@ async def test_a_reply_that_fails_every_attempt_is_recorded_as_failed_and_the_ne
     start, persist, end, working_turn = db.activities()
     attempts: list[int] = []
 
-    @activity.defn(name="run_turn")
+    @activity.defn(name=RUN_TURN)
     async def flaky_turn(turn: Turn) -> TurnResult:
         attempts.append(activity.info().attempt)
         if turn.user_seq == 1:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from bench.load import Load, p95
+from bench.project import EventType
 from bench.results import Config
 
 LEVELS = (1, 20)  # sessions whose messages are posted at once
@@ -55,9 +56,9 @@ class Follower:
                 if "event" in fields:
                     event = Received(fields["id"], fields["event"], json.loads(fields["data"]), time.time())
                     self.events.append(event)
-                    if event.type == "delta":
+                    if event.type == EventType.DELTA:
                         self.first_delta.setdefault(event.data["turn"], time.perf_counter())
-                    elif event.type == "message":
+                    elif event.type == EventType.MESSAGE:
                         self.stored_event(event.data["seq"]).set()
                 fields = {}
 
@@ -65,14 +66,15 @@ class Follower:
         """The reply as a client shows it: its deltas, starting again at each reset."""
         text = ""
         for event in self.events:
-            if event.type == "reset" and event.data["turn"] == turn:
+            if event.type == EventType.RESET and event.data["turn"] == turn:
                 text = ""
-            elif event.type == "delta" and event.data["turn"] == turn:
+            elif event.type == EventType.DELTA and event.data["turn"] == turn:
                 text += event.data["text"]
         return text
 
     def stored_content(self, seq: int) -> str | None:
-        return next((e.data["content"] for e in self.events if e.type == "message" and e.data["seq"] == seq), None)
+        stored = (e.data["content"] for e in self.events if e.type == EventType.MESSAGE and e.data["seq"] == seq)
+        return next(stored, None)
 
     async def close(self) -> None:
         self.task.cancel()

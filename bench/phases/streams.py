@@ -13,6 +13,7 @@ from contextlib import closing
 from bench.load import Load, fan_out, p95
 from bench.phases.first_token import Follower
 from bench.procs import log
+from bench.project import EventType
 from bench.results import CONCURRENCY, Config
 
 IDLE_SECONDS = 5.0  # the idle streams' CPU is measured over this long
@@ -116,7 +117,7 @@ async def turns_at_once(load: Load, config: Config) -> None:
         ids_seen = [order_key(e.id) for e in events]
         in_order += ids_seen == sorted(ids_seen)
         whole += follower.reply_text(seq) == follower.stored_content(seq)
-        deltas += [(e.id, e.at) for e in events if e.type == "delta"]
+        deltas += [(e.id, e.at) for e in events if e.type == EventType.DELTA]
     when = appended_at(load, [event_id for event_id, _ in deltas])
     latencies = [1000 * (at - when[event_id]) for event_id, at in deltas]
     f["turns_n"], f["turns_whole"], f["turns_in_order"] = n, whole, in_order

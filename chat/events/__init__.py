@@ -21,8 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from django.conf import settings
-
+from chat.conf import chat_settings
 from chat.models import ChatEvent
 
 __all__ = [
@@ -102,20 +101,17 @@ class EventLog(Protocol):
 
 
 def get_event_log() -> EventLog:
-    """The process's event log, as settings.CHAT_EVENT_LOG configures it."""
-    spec = settings.CHAT_EVENT_LOG
+    """The process's event log, as CHAT_EVENT_LOG configures it."""
+    spec = chat_settings.CHAT_EVENT_LOG
     with _logs_lock:
         if spec not in _logs:
-            buffer = settings.CHAT_EVENT_LOG_SUBSCRIBER_BUFFER
+            buffer = chat_settings.CHAT_EVENT_LOG_SUBSCRIBER_BUFFER
+            interval = chat_settings.CHAT_EVENT_LOG_POLL_INTERVAL
             if spec == "database":
-                _logs[spec] = DatabaseEventLog(poll_interval=settings.CHAT_EVENT_LOG_POLL_INTERVAL, buffer=buffer)
+                _logs[spec] = DatabaseEventLog(poll_interval=interval, buffer=buffer)
             else:
-                _logs[spec] = RedisEventLog(
-                    spec,
-                    maxlen=settings.CHAT_EVENT_LOG_REDIS_MAXLEN,
-                    read_interval=settings.CHAT_EVENT_LOG_POLL_INTERVAL,
-                    buffer=buffer,
-                )
+                maxlen = chat_settings.CHAT_EVENT_LOG_REDIS_MAXLEN
+                _logs[spec] = RedisEventLog(spec, maxlen=maxlen, read_interval=interval, buffer=buffer)
         return _logs[spec]
 
 

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import DatabaseError, close_old_connections, connection, transaction
 
 from chat.events import Event, InvalidEventId, check_session
 from chat.events.hub import PAGE_SIZE, LiveReading
 from chat.exceptions import SessionNotFound
 from chat.models import ChatEvent, ChatSession
+from temporal_integration.connections import in_thread
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ APPEND_LOCK_ID = 0x63686174_6576  # "chatev"
 class DatabaseEventLog:
     """Events in the ChatEvent table; ids are its primary key, increasing across all sessions."""
 
-    def __init__(self, *, poll_interval: float = 0.05, buffer: int = 1000) -> None:
+    def __init__(self, *, poll_interval: float, buffer: int) -> None:
         self.poll_interval = poll_interval
         self.buffer = buffer
         self._live = LiveReading(lambda: DatabaseReader(self), self.sort_key, buffer)
@@ -64,7 +64,7 @@ class DatabaseEventLog:
         return [str(slot if isinstance(slot, int) else slot.pk) for slot in slots]
 
     async def aappend(self, session_id: str, events: Sequence[Event]) -> list[str]:
-        return await sync_to_async(_with_fresh_connection(self.append), thread_sensitive=False)(session_id, events)
+        return await in_thread(self.append, session_id, events)
 
     def read(self, session_id: str, after: str | None = None, limit: int = 1000) -> list[Event]:
         rows = ChatEvent.objects.filter(session__session_id=session_id).order_by("id")
@@ -97,19 +97,6 @@ class DatabaseEventLog:
 
 def _str_or_none(value: object) -> str | None:
     return None if value is None else str(value)
-
-
-def _with_fresh_connection(func: Callable[..., Any]) -> Callable[..., Any]:
-    # Threads outside Django's request cycle: nothing else recycles their connections.
-    @functools.wraps(func)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        close_old_connections()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            close_old_connections()
-
-    return run
 
 
 def _close_connection() -> None:

@@ -47,10 +47,10 @@ class RedisEventLog:
         self,
         url: str,
         *,
+        maxlen: int,
+        read_interval: float,
+        buffer: int,
         namespace: str = "chat",
-        maxlen: int = 100_000,
-        read_interval: float = 0.05,
-        buffer: int = 1000,
     ) -> None:
         self.url = url
         self.read_interval = read_interval

@@ -1,0 +1,124 @@
+"""The chat app's reads, for the web side: the caller's sessions and messages, and what Temporal says of them."""
+
+import time
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import F, OuterRef, QuerySet, Subquery, Sum
+from django.utils import timezone
+
+from chat import gateway
+from chat.conf import chat_settings
+from chat.events import get_event_log
+from chat.exceptions import ReplyPending, SessionNotFound, TemporalUnavailable, WorkflowUnreadable
+from chat.gateway import SessionGateway, WorkflowView
+from chat.models import ChatEvent, ChatMessage, ChatSession
+from chat.types import SessionState
+
+REPLY_POLL_SECONDS = 0.1
+
+
+def sessions_of(*, user: AbstractBaseUser) -> QuerySet[ChatSession]:
+    return ChatSession.objects.filter(user=user)
+
+
+def session_get(*, user: AbstractBaseUser, session_id: str) -> ChatSession:
+    """The caller's session record; SessionNotFound for an unknown id and for another user's session alike."""
+    try:
+        return sessions_of(user=user).get(session_id=session_id)
+    except ChatSession.DoesNotExist:
+        raise SessionNotFound(session_id) from None
+
+
+def session_require_owner(*, user: AbstractBaseUser, session_id: str) -> None:
+    """SessionNotFound unless the session is the user's, from the moment its workflow starts."""
+    # One read answers both "whose is it?" and "is it recorded yet?": two reads would race with the record's first
+    # write, and could tell the owner 404 in between.
+    owner_id = ChatSession.objects.filter(session_id=session_id).values_list("user_id", flat=True).first()
+    if owner_id is None:
+        # The record is written by the workflow's first activity, a moment after the start: ask the workflow.
+        owner_id = gateway.call(SessionGateway.state, session_id=session_id).user_id
+    if str(owner_id) != str(user.pk):
+        raise SessionNotFound(session_id)
+
+
+def sessions_listed(*, user: AbstractBaseUser, limit: int = 50) -> list[ChatSession]:
+    """The user's newest sessions, each with `title`: the start of its first message (empty before one)."""
+    first_message = ChatMessage.objects.filter(session=OuterRef("pk"), role=ChatMessage.Role.USER).order_by("seq")
+    sessions = sessions_of(user=user).annotate(title=Subquery(first_message.values("content")[:1]))
+    return list(sessions[:limit])
+
+
+def messages_of(*, user: AbstractBaseUser, session_id: str) -> QuerySet[ChatMessage]:
+    return session_get(user=user, session_id=session_id).messages.order_by("seq")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """What a page shows of a session: its stored messages, and the event after which its stream takes over.
+
+    Every event after `after` may repeat a stored message (a client keeps one per seq) but none is missing,
+    including the deltas of a reply still being written, whose text is not stored yet.
+    """
+
+    session: ChatSession | None  # None while its record is not written yet (a moment after the start)
+    session_id: str
+    messages: list[ChatMessage]
+    after: str | None  # None: from the session's first event
+
+
+def session_conversation(*, user: AbstractBaseUser, session_id: str) -> Conversation:
+    """The caller's session as a page shows it; SessionNotFound for an unknown id and for another user's alike."""
+    try:
+        session = session_get(user=user, session_id=session_id)
+    except SessionNotFound:
+        session_require_owner(user=user, session_id=session_id)  # asks the workflow: the record may not be written yet
+        return Conversation(session=None, session_id=session_id, messages=[], after=None)
+    log = get_event_log()
+    # Read before the messages: whatever is stored after this read also reaches the stream after it.
+    after = log.last_id(session_id)
+    messages = list(session.messages.order_by("seq"))
+    stored = {message.seq for message in messages}
+    unanswered = [m.seq for m in messages if m.role == ChatMessage.Role.USER and m.seq + 1 not in stored]
+    if unanswered and session.status == ChatSession.Status.ACTIVE:
+        # A reply may be on its way, its text so far only in the log. A turn starts after its message is stored
+        # (and that message's event appended), so the stream from that event on carries all of the reply.
+        anchor = log.id_of(session_id, ChatEvent.message_key(unanswered[0]))
+        if anchor is None or after is None or log.sort_key(anchor) < log.sort_key(after):
+            after = anchor
+    return Conversation(session=session, session_id=session_id, messages=messages, after=after)
+
+
+def session_live_state(session: ChatSession) -> SessionState | None:
+    """The workflow's own view of an open session; None once it has closed or while Temporal can't answer."""
+    if session.status != ChatSession.Status.ACTIVE:
+        return None
+    try:
+        return gateway.call(SessionGateway.state, session_id=session.session_id)
+    except (TemporalUnavailable, WorkflowUnreadable, SessionNotFound):
+        return None
+
+
+def session_workflow_view(session: ChatSession) -> WorkflowView:
+    """Asks Temporal about the session's workflow; TemporalUnavailable or WorkflowUnreadable if it can't say."""
+    return gateway.call(SessionGateway.describe, session_id=session.session_id)
+
+
+def reply_wait(*, session_id: str, seq: int) -> ChatMessage:
+    """The stored reply of that seq, once the assistant has finished it (or stopped, or failed)."""
+    timeout = chat_settings.CHAT_REPLY_WAIT_TIMEOUT
+    deadline = time.monotonic() + timeout
+    while (reply := ChatMessage.objects.filter(session__session_id=session_id, seq=seq).first()) is None:
+        if time.monotonic() > deadline:
+            raise ReplyPending(session_id, seq, timeout)
+        time.sleep(REPLY_POLL_SECONDS)
+    return reply
+
+
+def tokens_used_today(user: AbstractBaseUser) -> int:
+    """Tokens (in and out) the user's replies have used since midnight UTC."""
+    midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    used = ChatMessage.objects.filter(session__user=user, created_at__gte=midnight).aggregate(
+        total=Sum(F("tokens_in") + F("tokens_out"))
+    )
+    return used["total"] or 0
