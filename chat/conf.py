@@ -38,6 +38,7 @@ chat_settings = AppSettings(
         "CHAT_MAX_MESSAGES_PER_RUN": Setting(0, at_least_zero, AT_LEAST_ZERO),
         # The API
         "CHAT_REPLY_WAIT_TIMEOUT": Setting(120.0, positive, POSITIVE),
+        "CHAT_REPLY_WAITS_PER_USER": Setting(10, positive, POSITIVE),  # at once, in each web process
         # The assistant
         "CHAT_ASSISTANT_MODEL": Setting("demo", not_empty, "set a model name, or `demo`."),
         "CHAT_ASSISTANT_SYSTEM_PROMPT": Setting("You are a helpful assistant. Answer clearly and concisely."),

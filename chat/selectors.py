@@ -1,6 +1,5 @@
 """The chat app's reads, for the web side: the caller's sessions and messages, and what Temporal says of them."""
 
-import time
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -8,14 +7,11 @@ from django.db.models import F, OuterRef, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from chat import gateway
-from chat.conf import chat_settings
 from chat.events import get_event_log
-from chat.exceptions import ReplyPending, SessionNotFound, TemporalUnavailable, WorkflowUnreadable
+from chat.exceptions import SessionNotFound, TemporalUnavailable, WorkflowUnreadable
 from chat.gateway import SessionGateway, WorkflowView
 from chat.models import ChatEvent, ChatMessage, ChatSession
 from chat.types import SessionState
-
-REPLY_POLL_SECONDS = 0.1
 
 
 def sessions_of(*, user: AbstractBaseUser) -> QuerySet[ChatSession]:
@@ -102,17 +98,6 @@ def session_live_state(session: ChatSession) -> SessionState | None:
 def session_workflow_view(session: ChatSession) -> WorkflowView:
     """Asks Temporal about the session's workflow; TemporalUnavailable or WorkflowUnreadable if it can't say."""
     return gateway.call(SessionGateway.describe, session_id=session.session_id)
-
-
-def reply_wait(*, session_id: str, seq: int) -> ChatMessage:
-    """The stored reply of that seq, once the assistant has finished it (or stopped, or failed)."""
-    timeout = chat_settings.CHAT_REPLY_WAIT_TIMEOUT
-    deadline = time.monotonic() + timeout
-    while (reply := ChatMessage.objects.filter(session__session_id=session_id, seq=seq).first()) is None:
-        if time.monotonic() > deadline:
-            raise ReplyPending(session_id, seq, timeout)
-        time.sleep(REPLY_POLL_SECONDS)
-    return reply
 
 
 def tokens_used_today(user: AbstractBaseUser) -> int:

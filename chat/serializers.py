@@ -1,5 +1,6 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator
+from django.http import QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -9,6 +10,7 @@ from chat.models import ChatMessage, ChatSession
 SESSION_ID_REGEX = "[A-Za-z0-9_-]{1,64}"  # also the URLs' (chat.views)
 SESSION_ID_PATTERN = f"^{SESSION_ID_REGEX}$"
 SESSION_ID_RULE = "must be 1 to 64 letters, digits, '_' or '-'."
+WAIT_RULE = "must be true or false."
 
 
 def _require_str(field: serializers.Field, data: object) -> None:
@@ -175,6 +177,21 @@ class StartedSessionSerializer(serializers.Serializer):
 
 class StopSerializer(serializers.Serializer):
     stopped = serializers.BooleanField(help_text="Whether a reply was being written (and is now stopped).")
+
+
+class WaitSerializer(serializers.Serializer):
+    """The `wait` query parameter: absent, `true` or `false`, given once."""
+
+    wait = serializers.ChoiceField(["true", "false"], required=False, error_messages={"invalid_choice": WAIT_RULE})
+
+    @classmethod
+    def read(cls, params: QueryDict) -> bool:
+        values = params.getlist("wait")
+        if len(values) > 1:
+            raise serializers.ValidationError({"wait": [f"{WAIT_RULE} Give it once."]})
+        payload = cls(data={"wait": values[0]} if values else {})
+        payload.is_valid(raise_exception=True)
+        return payload.validated_data.get("wait") == "true"
 
 
 class PostMessageSerializer(StrictSerializer):

@@ -10,11 +10,12 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 
 from chat import selectors
@@ -28,16 +29,21 @@ KEEPALIVE_SECONDS = 15.0
 RETRY_MILLISECONDS = 1000
 
 
-def _authorize(request: HttpRequest, session_id: str) -> JsonResponse | None:
-    """None when the caller (by DRF token or login session, as the rest of the API) may follow the session; else
-    the error answer."""
+def authenticated_user(request: HttpRequest) -> AbstractBaseUser | None:
+    """The caller, by DRF token or login session as the rest of the API authenticates; None if not authenticated
+    (or refused: the API's own view then gives the reason)."""
     try:
-        drf_request = Request(request, authenticators=[TokenAuthentication(), SessionAuthentication()])
-        try:
-            user = drf_request.user
-        except AuthenticationFailed:
-            user = None
-        if user is None or not user.is_authenticated:
+        user = Request(request, authenticators=[TokenAuthentication(), SessionAuthentication()]).user
+    except APIException:
+        return None
+    return user if user is not None and user.is_authenticated else None
+
+
+def _authorize(request: HttpRequest, session_id: str) -> JsonResponse | None:
+    """None when the caller may follow the session; else the error answer."""
+    try:
+        user = authenticated_user(request)
+        if user is None:
             response = JsonResponse({"detail": "Authentication credentials were not provided."}, status=401)
             response["WWW-Authenticate"] = "Token"
             return response

@@ -1,3 +1,4 @@
+from asgiref.sync import async_to_sync
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -19,7 +20,9 @@ from chat.serializers import (
     StartSessionSerializer,
     StopSerializer,
     ValidationErrorSerializer,
+    WaitSerializer,
 )
+from chat.waiting import await_reply
 
 
 def _errors(**described: str) -> dict[int, OpenApiResponse]:
@@ -50,10 +53,11 @@ START_ERRORS = _errors(
     **UNAVAILABLE,
 )
 POST_MESSAGE_ERRORS = _errors(
-    e400="Empty, too long or not a string.",
+    e400="Empty, too long or not a string; or `wait` is not true or false.",
     e409="The session has ended.",
     e504="With ?wait=true: the reply took longer than CHAT_REPLY_WAIT_TIMEOUT; it goes on, on the event stream.",
-    e429="Too many messages, or today's token budget used; retry after the Retry-After header's seconds.",
+    e429="Too many messages, too many replies waited on at once, or today's token budget used; retry after the "
+    "Retry-After header's seconds.",
     **UNAUTHENTICATED,
     **NOT_FOUND,
     **TOO_LARGE,
@@ -66,7 +70,8 @@ WAIT = OpenApiParameter(
     "wait",
     bool,
     description="true: answer with the assistant's finished reply instead of the stored message (for curl and simple "
-    "clients; 504 if it takes longer than CHAT_REPLY_WAIT_TIMEOUT seconds).",
+    "clients; 504 if it takes longer than CHAT_REPLY_WAIT_TIMEOUT seconds; 429 past CHAT_REPLY_WAITS_PER_USER waits "
+    "at once). Only `true` or `false`.",
 )
 
 
@@ -129,12 +134,15 @@ class SessionViewSet(viewsets.GenericViewSet):
         if request.method == "GET":
             page = self.paginate_queryset(selectors.messages_of(user=request.user, session_id=session_id))
             return self.get_paginated_response(MessageSerializer(page, many=True).data)
+        wait = WaitSerializer.read(request.query_params)
         payload = PostMessageSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         message = services.message_post(user=request.user, session_id=session_id, **payload.validated_data)
-        if request.query_params.get("wait") == "true" and message.reply_seq is not None:
-            reply = selectors.reply_wait(session_id=session_id, seq=message.reply_seq)
-            return Response(PostedMessageSerializer(reply).data, status=status.HTTP_201_CREATED)
+        if wait and message.reply_seq is not None:
+            # Served here only by a server without the ASGI application's loop (a plain WSGI server): this thread
+            # waits. chatproject.asgi sends these requests to chat.waiting, which holds no thread.
+            reply = async_to_sync(await_reply)(session_id=session_id, user_seq=message.seq, reply_seq=message.reply_seq)
+            return Response({**reply, "reply_seq": None}, status=status.HTTP_201_CREATED)
         return Response(PostedMessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: StopSerializer, **STOP_ERRORS})

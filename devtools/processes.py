@@ -210,7 +210,7 @@ class WebServer(ChildProcess):
         if command is None:
             web = next(line for line in PROCFILE.read_text().splitlines() if line.startswith("web:"))
             args = ["bash", "-c", web.removeprefix("web:").strip()]
-            env = {**env, "PORT": str(port), "WEB_CONCURRENCY": "2", "PATH": f"{BIN}:{os.environ['PATH']}"}
+            env = {"WEB_CONCURRENCY": "2", **env, "PORT": str(port), "PATH": f"{BIN}:{os.environ['PATH']}"}
         else:
             args = [sys.executable, *command.format(host="127.0.0.1", port=port).split()]
         super().__init__(name, args, env=env, log=log)

@@ -5,13 +5,18 @@ marked `temporal`; `make test-fast` runs the rest.
 """
 
 import asyncio
+import json
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 import redis
 from django.contrib.auth import get_user_model
@@ -24,7 +29,7 @@ from temporalio.testing import WorkflowEnvironment
 from chat.conf import chat_settings
 from devtools import processes
 from devtools.model_server import ModelServer
-from devtools.processes import BIN, TEMPORAL_CLI, DevServer, project_env
+from devtools.processes import BIN, TEMPORAL_CLI, DevServer, WebServer, project_env, wait_for
 from temporal_integration.worker import WorkerOptions, run_worker
 
 T = TypeVar("T")
@@ -192,3 +197,116 @@ def assistant_model(settings, model_server: ModelServer) -> ModelServer:
     settings.OPENAI_BASE_URL = model_server.url
     settings.OPENAI_API_KEY = "test-key"
     return model_server
+
+
+# The API over real HTTP, as clients see it: the Procfile's web process and its event streams.
+
+
+@dataclass(frozen=True)
+class SSE:
+    id: str
+    type: str
+    data: dict
+    at: float  # time.monotonic() when it arrived
+
+
+@dataclass
+class Chat:
+    """One user's HTTP client on the web process."""
+
+    url: str
+    token: str
+    pid: int  # the web process's (its workers are its children)
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Token {self.token}", **extra}
+
+    def post(self, path: str, body: dict | None = None, **params: str) -> httpx.Response:
+        return httpx.post(f"{self.url}/api/{path}", json=body, headers=self.headers(), params=params, timeout=60)
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(f"{self.url}/api/{path}", headers=self.headers(), timeout=30)
+
+    def start(self, session_id: str, content: str | None = None) -> httpx.Response:
+        body = {"session_id": session_id} | ({"content": content} if content is not None else {})
+        response = self.post("sessions/", body)
+        assert response.status_code == 202, response.text
+        return response
+
+    def say(self, session_id: str, content: str) -> dict:
+        response = self.post(f"sessions/{session_id}/messages/", {"content": content})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def follow(
+        self, session_id: str, until: Callable[[list[SSE]], bool], last_event_id: str | None = None, within: float = 60
+    ) -> list[SSE]:
+        """Reads the session's event stream until `until(events)` holds (or the server ends the stream)."""
+        headers = self.headers(Accept="text/event-stream")
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        events: list[SSE] = []
+        deadline = time.monotonic() + within
+        url = f"{self.url}/api/sessions/{session_id}/events/"
+        with httpx.stream("GET", url, headers=headers, timeout=httpx.Timeout(within)) as response:
+            assert response.status_code == 200, response.read()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            fields: dict[str, str] = {}
+            for line in response.iter_lines():
+                if line.startswith(":"):
+                    continue
+                if line:
+                    name, _, value = line.partition(":")
+                    fields[name] = value.removeprefix(" ")
+                    continue
+                if "event" in fields:
+                    events.append(SSE(fields["id"], fields["event"], json.loads(fields["data"]), time.monotonic()))
+                    if until(events):
+                        return events
+                fields = {}
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no end to the stream within {within}s; got {[e.type for e in events]}")
+        return events
+
+    def follow_in_background(self, session_id: str, until: Callable[[list[SSE]], bool]) -> Future[list[SSE]]:
+        pool = ThreadPoolExecutor(1)
+        future = pool.submit(self.follow, session_id, until)
+        pool.shutdown(wait=False)
+        return future
+
+
+def reply_stored(seq: int) -> Callable[[list[SSE]], bool]:
+    """Until the stored message of that seq comes by."""
+    return lambda events: any(e.type == "message" and e.data["seq"] == seq for e in events)
+
+
+def reply_text(events: list[SSE], turn: int) -> str:
+    """A reply's text as a client shows it: the deltas of its turn, starting again at each reset."""
+    text = ""
+    for event in events:
+        if event.type == "reset" and event.data["turn"] == turn:
+            text = ""
+        elif event.type == "delta" and event.data["turn"] == turn:
+            text += event.data["text"]
+    return text
+
+
+def subscribed(chat: Chat, session_id: str) -> None:
+    """Waits until a fresh subscriber would see the session (its record is written)."""
+    wait_for(lambda: chat.get(f"sessions/{session_id}/").status_code == 200, what="the session's record")
+
+
+@pytest.fixture
+def web(worker, dev_server, assistant_model, settings, tmp_path: Path) -> Iterator[Callable[..., Chat]]:
+    """Starts the Procfile's web process on this test's task queue (and environment), with a user of its own."""
+    servers: list[WebServer] = []
+
+    def start(**env: str) -> Chat:
+        server = WebServer({**app_env(dev_server.address, settings.TEMPORAL_TASK_QUEUE), **env}, tmp_path / "web.log")
+        servers.append(server)
+        user = get_user_model().objects.create_user(f"u{len(servers)}")
+        return Chat(server.url, Token.objects.create(user=user).key, server.process.pid)
+
+    yield start
+    for server in servers:
+        server.stop()
