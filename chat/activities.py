@@ -23,7 +23,9 @@ from chat.types import (
     PERSIST_MESSAGE,
     RUN_TURN,
     STORE_MESSAGE,
+    TRIM_EVENT_LOG,
     ChatMessageData,
+    EventRetention,
     MessageRecord,
     MessageStatus,
     Role,
@@ -78,6 +80,13 @@ def persist_message(session_id: str, message: ChatMessageData) -> None:
 def log_session_end(end: SessionEnd) -> None:
     logger.info("log_session_end session_id=%s status=%s ended_by=%s", end.session_id, end.status, end.ended_by)
     projections.session_record_end(end=end)
+
+
+@activity.defn(name=TRIM_EVENT_LOG)
+def trim_event_log(retention: EventRetention) -> int:
+    removed = projections.events_trim(retention_seconds=retention.retention_seconds)
+    logger.info("trim_event_log retention=%gs removed=%d", retention.retention_seconds, removed)
+    return removed
 
 
 @activity.defn(name=RUN_TURN)

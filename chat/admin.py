@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
 from chat import selectors, services
@@ -101,13 +101,25 @@ class ChatSessionAdmin(admin.ModelAdmin):
     def has_end_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("chat.end_chatsession")
 
-    # Records are the workflow's projection, written by its activities: editing or deleting one here
-    # would make it disagree with the workflow, so the admin only reads them (and ends through Temporal).
+    # Records are the workflow's projection, written by its activities: editing one here would make it disagree
+    # with the workflow, so the admin only reads them, and ends and deletes them through the workflow.
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: ChatSession | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: ChatSession | None = None) -> bool:
-        return False
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None) -> HttpResponse:
+        # Not in one transaction, as Django's is: deleting ends the workflow first, whose activity writes this record
+        # from the worker and would wait for that transaction's lock.
+        return self._delete_view(request, object_id, extra_context)
+
+    def delete_model(self, request: HttpRequest, obj: ChatSession) -> None:
+        try:
+            services.session_delete(user=obj.user, session_id=obj.session_id, by=request.user)
+        except TemporalUnavailable as exc:
+            self.message_user(request, f"{obj.session_id} was not deleted: {exc}", messages.ERROR)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ChatSession]) -> None:
+        for session in queryset.select_related("user"):
+            self.delete_model(request, session)

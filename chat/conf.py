@@ -54,6 +54,8 @@ chat_settings = AppSettings(
         "CHAT_EVENT_LOG_POLL_INTERVAL": Setting(0.05, positive, POSITIVE),
         "CHAT_EVENT_LOG_SUBSCRIBER_BUFFER": Setting(1000, positive, POSITIVE),
         "CHAT_EVENT_LOG_REDIS_MAXLEN": Setting(100_000, positive, POSITIVE),
+        # Seconds an ended session's events are kept (for clients still catching up), then removed.
+        "CHAT_EVENT_RETENTION": Setting(7 * 24 * 3600.0, positive, POSITIVE),
     }
 )
 

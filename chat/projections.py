@@ -5,12 +5,14 @@ Each write is idempotent: Temporal runs an activity at least once, and a retried
 one attempt would.
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils import timezone
 
 from chat.assistant import StoredTurn
+from chat.conf import chat_settings
 from chat.events import Event, get_event_log
 from chat.exceptions import UnknownUser
 from chat.models import ChatEvent, ChatMessage, ChatSession
@@ -55,7 +57,10 @@ def message_record(*, session_id: str, message: ChatMessageData) -> ChatMessage:
     if stored.status == ChatMessage.Status.FAILED:
         detail = {"turn": stored.seq, "detail": ChatMessage.FAILED_REPLY}
         events.append(Event(session_id, ChatEvent.Type.TURN_FAILED, detail, key=f"turn_failed:{stored.seq}"))
-    get_event_log().append(session_id, events)
+    log = get_event_log()
+    ids = log.append(session_id, events)
+    if stored.role == ChatMessage.Role.ASSISTANT:  # the reply's text as written is now in its message
+        log.compact(session_id, after=log.id_of(session_id, ChatEvent.message_key(stored.seq - 1)), upto=ids[0])
     return stored
 
 
@@ -94,4 +99,11 @@ def session_record_end(*, end: SessionEnd) -> None:
         status=end.status, ended_at=end.ended_at, ended_by_id=end.ended_by
     )
     data = dict(SessionEndedSerializer(end).data)
-    get_event_log().append(end.session_id, [Event(end.session_id, ChatEvent.Type.SESSION_ENDED, data, key="ended")])
+    log = get_event_log()
+    log.append(end.session_id, [Event(end.session_id, ChatEvent.Type.SESSION_ENDED, data, key="ended")])
+    log.retire(end.session_id, chat_settings.CHAT_EVENT_RETENTION)
+
+
+def events_trim(*, retention_seconds: float) -> int:
+    """Removes the events of sessions that ended more than `retention_seconds` ago; returns how many."""
+    return get_event_log().trim(ended_before=timezone.now() - timedelta(seconds=retention_seconds))

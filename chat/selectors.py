@@ -11,7 +11,7 @@ from chat.events import get_event_log
 from chat.exceptions import SessionNotFound, TemporalUnavailable, WorkflowUnreadable
 from chat.gateway import SessionGateway, WorkflowView
 from chat.models import ChatEvent, ChatMessage, ChatSession
-from chat.types import SessionState
+from chat.types import SessionState, SessionStatus
 
 
 def sessions_of(*, user: AbstractBaseUser) -> QuerySet[ChatSession]:
@@ -32,8 +32,12 @@ def session_require_owner(*, user: AbstractBaseUser, session_id: str) -> None:
     # write, and could tell the owner 404 in between.
     owner_id = ChatSession.objects.filter(session_id=session_id).values_list("user_id", flat=True).first()
     if owner_id is None:
-        # The record is written by the workflow's first activity, a moment after the start: ask the workflow.
-        owner_id = gateway.call(SessionGateway.state, session_id=session_id).user_id
+        # The record is written by the workflow's first activity, a moment after the start: ask the workflow. One that
+        # has closed without a record was deleted (a session's end waits for its record).
+        state = gateway.call(SessionGateway.state, session_id=session_id)
+        if state.status != SessionStatus.ACTIVE:
+            raise SessionNotFound(session_id)
+        owner_id = state.user_id
     if str(owner_id) != str(user.pk):
         raise SessionNotFound(session_id)
 

@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from chat import gateway
 from chat.conf import chat_settings, session_options
-from chat.exceptions import SessionExists, TokenBudgetExceeded
+from chat.events import get_event_log
+from chat.exceptions import SessionEnded, SessionExists, SessionNotFound, TokenBudgetExceeded
 from chat.gateway import SessionGateway
 from chat.models import ChatSession
 from chat.selectors import session_require_owner, tokens_used_today
@@ -86,6 +87,22 @@ def session_end(*, user: AbstractBaseUser, session_id: str, by: AbstractBaseUser
         *(session_id, user.pk, by.get_username(), final.message_count),
     )
     return final
+
+
+def session_delete(*, user: AbstractBaseUser, session_id: str, by: AbstractBaseUser | None = None) -> None:
+    """Ends the user's session if it is open, then removes its messages, its events and its record. Temporal keeps
+    the workflow's history until the namespace's retention (docs/reliability.md)."""
+    session_require_owner(user=user, session_id=session_id)
+    by = by or user
+    status = ChatSession.objects.filter(session_id=session_id).values_list("status", flat=True).first()
+    if status in (None, ChatSession.Status.ACTIVE):  # None: the record is not written yet
+        try:
+            gateway.call(SessionGateway.end, session_id=session_id, ended_by=str(by.pk))
+        except (SessionEnded, SessionNotFound):  # ended meanwhile, or its workflow is past retention
+            pass
+    get_event_log().delete(session_id)
+    ChatSession.objects.filter(session_id=session_id).delete()
+    logger.info("session deleted session_id=%s user_id=%s by=%s", session_id, user.pk, by.get_username())
 
 
 def session_stop(*, user: AbstractBaseUser, session_id: str) -> bool:

@@ -32,6 +32,7 @@ STORE_MESSAGE = "store_message"
 PERSIST_MESSAGE = "persist_message"  # the same, in its earlier two-argument shape, for histories recorded before it
 LOG_SESSION_END = "log_session_end"
 RUN_TURN = "run_turn"
+TRIM_EVENT_LOG = "trim_event_log"
 
 
 class EventType(StrEnum):
@@ -101,6 +102,13 @@ class ChatMessageData:
     model: str = ""
     tokens_in: int = 0
     tokens_out: int = 0
+
+
+@dataclass(frozen=True)
+class EventRetention:
+    """How long ended sessions' events are kept: the maintenance workflow's and its activity's input."""
+
+    retention_seconds: float
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ POST_MESSAGE_ERRORS = _errors(
     **UNAVAILABLE,
 )
 END_ERRORS = _errors(e409="The session has already ended.", **UNAUTHENTICATED, **NOT_FOUND, **UNAVAILABLE)
+DELETE_ERRORS = _errors(**UNAUTHENTICATED, **NOT_FOUND, **UNAVAILABLE)
 STOP_ERRORS = _errors(e409="The session has ended.", **UNAUTHENTICATED, **NOT_FOUND, **UNAVAILABLE)
 WAIT = OpenApiParameter(
     "wait",
@@ -144,6 +145,11 @@ class SessionViewSet(viewsets.GenericViewSet):
             reply = async_to_sync(await_reply)(session_id=session_id, user_seq=message.seq, reply_seq=message.reply_seq)
             return Response({**reply, "reply_seq": None}, status=status.HTTP_201_CREATED)
         return Response(PostedMessageSerializer(message).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={204: None, **DELETE_ERRORS})
+    def destroy(self, request: Request, session_id: str) -> Response:
+        services.session_delete(user=request.user, session_id=session_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses={200: StopSerializer, **STOP_ERRORS})
     @action(detail=True, methods=["post"])

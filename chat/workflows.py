@@ -24,7 +24,9 @@ with workflow.unsafe.imports_passed_through():
         SESSION_ENDED,
         STORE_MESSAGE,
         STORE_MESSAGE_PATCH,
+        TRIM_EVENT_LOG,
         ChatMessageData,
+        EventRetention,
         KeyedMessage,
         MessageRecord,
         MessageStatus,
@@ -310,4 +312,20 @@ class ChatSessionWorkflow:
         workflow.set_current_details(
             f"**{self.status.value}** · {self.message_count} message{'' if self.message_count == 1 else 's'} · "
             f"{writing}last message {last} · idle timeout {self.options.idle_timeout_seconds:g}s"
+        )
+
+
+@workflow.defn
+class ChatMaintenanceWorkflow:
+    """The chat app's housekeeping, run by a Temporal Schedule (chat.maintenance): the event log's retention."""
+
+    @workflow.run
+    async def run(self, retention: EventRetention) -> int:
+        return await workflow.execute_activity(
+            TRIM_EVENT_LOG,
+            retention,
+            result_type=int,
+            start_to_close_timeout=timedelta(minutes=10),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+            summary="trim the events of ended sessions",
         )

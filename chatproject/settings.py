@@ -192,15 +192,17 @@ for _name, _default in {**chat_settings.defaults, **temporal_settings.defaults}.
     if _name in os.environ and type(_default) in _casts:
         globals()[_name] = _read(_casts[type(_default)], _name, _default)
 
-# What `manage.py run_temporal_worker` hosts: dotted paths, so another app can add its own.
-TEMPORAL_WORKFLOWS = ["chat.workflows.ChatSessionWorkflow"]
+# What `manage.py run_temporal_worker` hosts, and the schedules it keeps: dotted paths, so another app can add its own.
+TEMPORAL_WORKFLOWS = ["chat.workflows.ChatSessionWorkflow", "chat.workflows.ChatMaintenanceWorkflow"]
 TEMPORAL_ACTIVITIES = [
     "chat.activities.log_session_start",
     "chat.activities.store_message",
     "chat.activities.persist_message",
     "chat.activities.log_session_end",
     "chat.activities.run_turn",
+    "chat.activities.trim_event_log",
 ]
+TEMPORAL_SCHEDULES = ["chat.maintenance.event_retention_schedule"]
 
 LOGGING = {
     "version": 1,

@@ -28,6 +28,7 @@ temporal_settings = AppSettings(
         # What the worker hosts: dotted paths of workflow classes and activity functions.
         "TEMPORAL_WORKFLOWS": Setting(()),
         "TEMPORAL_ACTIVITIES": Setting(()),
+        "TEMPORAL_SCHEDULES": Setting(()),  # dotted paths of temporal_integration.schedules.ScheduleBuilder functions
     }
 )
 
@@ -52,6 +53,7 @@ class TemporalConfig:
     # What the worker hosts: dotted paths of workflow classes and activity functions, as settings name them.
     workflows: tuple[str, ...] = ()
     activities: tuple[str, ...] = ()
+    schedules: tuple[str, ...] = ()
 
     @property
     def tls(self) -> TLSConfig | bool:
@@ -95,4 +97,5 @@ def get_config() -> TemporalConfig:
         user_search_attribute=read.TEMPORAL_USER_SEARCH_ATTRIBUTE or None,
         workflows=tuple(read.TEMPORAL_WORKFLOWS),
         activities=tuple(read.TEMPORAL_ACTIVITIES),
+        schedules=tuple(read.TEMPORAL_SCHEDULES),
     )

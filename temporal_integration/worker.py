@@ -10,7 +10,7 @@ import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -28,14 +28,15 @@ from temporalio.worker import (
 from temporal_integration.client import TemporalUnavailable, connect
 from temporal_integration.conf import get_config
 from temporal_integration.connections import DjangoConnections
+from temporal_integration.schedules import ScheduleBuilder, ensure_schedules
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def hosted(setting: str, paths: tuple[str, ...]) -> list[Any]:
+def hosted(setting: str, paths: tuple[str, ...], *, required: bool = True) -> list[Any]:
     """Imports what a setting names (dotted paths); a wrong path fails start-up naming the setting."""
-    if not paths:
+    if required and not paths:
         raise ImproperlyConfigured(f"{setting} names nothing for the worker to host.")
     try:
         return [import_string(path) for path in paths]
@@ -67,11 +68,16 @@ class WorkerOptions:
 class Hosted:
     workflows: list[type]
     activities: list[Callable[..., Any]]
+    schedules: list[ScheduleBuilder] = field(default_factory=list)
 
     @classmethod
     def from_settings(cls) -> "Hosted":
         config = get_config()
-        return cls(hosted("TEMPORAL_WORKFLOWS", config.workflows), hosted("TEMPORAL_ACTIVITIES", config.activities))
+        return cls(
+            hosted("TEMPORAL_WORKFLOWS", config.workflows),
+            hosted("TEMPORAL_ACTIVITIES", config.activities),
+            hosted("TEMPORAL_SCHEDULES", config.schedules, required=False),
+        )
 
 
 def write_workflow_bytecode(workflows: list[type]) -> None:
@@ -177,6 +183,7 @@ async def run_worker(options: WorkerOptions, stop: asyncio.Event) -> None:
     if client is None:
         return
     await ensure_search_attribute(client)
+    await ensure_schedules(client, hosting.schedules, options.task_queue)
     threads = min(options.activity_threads, options.max_concurrent_activities)
     with ThreadPoolExecutor(threads, thread_name_prefix="activity") as executor:
         worker = build_worker(client, options, hosting, executor)

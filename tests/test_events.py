@@ -235,6 +235,36 @@ async def test_the_newest_id_and_a_keyed_events_id_are_found_per_session(log, se
     assert await in_thread(log.id_of, session, "message:2") is None
 
 
+async def test_compacting_a_stored_reply_leaves_its_message_and_a_resume_from_inside_it_gets_the_message(log, sessions):
+    [session, other] = await sessions(2)
+    user = {"seq": 1, "role": "user", "content": "hi", "created_at": "2026-01-01T00:00:00Z"}
+    reply = {"seq": 2, "role": "assistant", "content": "0123", "created_at": "2026-01-01T00:00:01Z"}
+    [asked] = await in_thread(log.append, session, [Event(session, "message", user, key="message:1")])
+    written = await in_thread(log.append, session, [*deltas(session, [0, 1]), Event(session, "reset", {"turn": 2})])
+    written += await in_thread(log.append, session, deltas(session, [0, 1, 2, 3]))
+    [stored] = await in_thread(log.append, session, [Event(session, "message", reply, key="message:2")])
+    await in_thread(log.append, other, deltas(other, [7]))
+
+    removed = await in_thread(log.compact, session, asked, stored)
+
+    assert removed == 7
+    assert [e.type for e in await in_thread(log.read, session, None)] == ["message", "message"]
+    assert [e.data for e in await in_thread(log.read, session, written[3])] == [reply]
+    assert texts(await in_thread(log.read, other, None)) == [7]
+    assert await in_thread(log.compact, session, asked, stored) == 0
+
+
+async def test_deleting_a_sessions_events_leaves_the_others(log, sessions):
+    [session, other] = await sessions(2)
+    await in_thread(log.append, session, deltas(session, range(3)))
+    await in_thread(log.append, other, deltas(other, range(2)))
+
+    await in_thread(log.delete, session)
+
+    assert await in_thread(log.read, session, None) == []
+    assert texts(await in_thread(log.read, other, None)) == [0, 1]
+
+
 async def test_two_subscribers_of_a_session_get_every_event_in_order(log, sessions):
     [session] = await sessions(1)
     first, second = log.subscribe(session), log.subscribe(session)

@@ -8,17 +8,19 @@ by settings.CHAT_EVENT_LOG: the project's database (chat.events.database, the de
 The guarantee, on either backend: a session's events are read in the order they were appended, under ids that
 increase; a subscriber that starts after an id gets every later event once, with no gap and no duplicate, so a client
 that comes back with Last-Event-ID resumes where it left off. A subscriber that falls a buffer's length behind is
-closed instead of holding memory; its client reconnects with Last-Event-ID.
+closed instead of holding memory; its client reconnects with Last-Event-ID. Once a reply is stored, its text as
+written (its turn's `delta` and `reset` events) is compacted away: a subscriber that resumes from an id among them
+gets the whole reply once, as its `message` event.
 
-Retention: nothing trims the log yet. A session's database events go with its record (CASCADE); each Redis stream is
-capped near settings.CHAT_EVENT_LOG_REDIS_MAXLEN entries, so a client resuming from an id that was trimmed away
-misses what was trimmed.
+Retention: the events of a session that ended go CHAT_EVENT_RETENTION seconds later (Redis keys expire; the
+database's are trimmed by the chat-event-retention Temporal Schedule); a deleted session's go with it.
 """
 
 import json
 import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from chat.conf import chat_settings
@@ -36,6 +38,8 @@ __all__ = [
 ]
 
 EVENT_TYPES = frozenset(ChatEvent.Type.values)
+# What a stored message makes redundant: its text as it was written.
+TRANSIENT_TYPES = frozenset({ChatEvent.Type.DELTA, ChatEvent.Type.RESET})
 
 
 class InvalidEventId(ValueError):
@@ -93,6 +97,24 @@ class EventLog(Protocol):
 
     def id_of(self, session_id: str, key: str) -> str | None:
         """The id of the session's event appended with that key; None if there is none (or it was trimmed)."""
+        ...
+
+    def compact(self, session_id: str, after: str | None, upto: str) -> int:
+        """Removes the session's TRANSIENT_TYPES events between the ids `after` (from the start when None) and
+        `upto`, both excluded; returns how many."""
+        ...
+
+    def delete(self, session_id: str) -> None:
+        """Removes all of the session's events."""
+        ...
+
+    def retire(self, session_id: str, keep_for: float) -> None:
+        """The session has ended: its events may go after `keep_for` seconds (where the backend can expire them)."""
+        ...
+
+    def trim(self, ended_before: datetime) -> int:
+        """Removes the events of sessions that ended before then and were not expired by retire(); returns how
+        many."""
         ...
 
     async def aclose(self) -> None:

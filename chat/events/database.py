@@ -8,11 +8,12 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connection, transaction
 
-from chat.events import Event, InvalidEventId, check_session
+from chat.events import TRANSIENT_TYPES, Event, InvalidEventId, check_session
 from chat.events.hub import PAGE_SIZE, LiveReading
 from chat.exceptions import SessionNotFound
 from chat.models import ChatEvent, ChatSession
@@ -90,6 +91,23 @@ class DatabaseEventLog:
     def id_of(self, session_id: str, key: str) -> str | None:
         keyed = ChatEvent.objects.filter(session__session_id=session_id, key=key).values_list("id", flat=True)
         return _str_or_none(keyed.first())
+
+    def compact(self, session_id: str, after: str | None, upto: str) -> int:
+        rows = ChatEvent.objects.filter(
+            session__session_id=session_id, id__lt=self.sort_key(upto)[0], type__in=TRANSIENT_TYPES
+        )
+        if after is not None:
+            rows = rows.filter(id__gt=self.sort_key(after)[0])
+        return rows.delete()[0]
+
+    def delete(self, session_id: str) -> None:
+        ChatEvent.objects.filter(session__session_id=session_id).delete()
+
+    def retire(self, session_id: str, keep_for: float) -> None:
+        """Nothing to do: trim() removes them."""
+
+    def trim(self, ended_before: datetime) -> int:
+        return ChatEvent.objects.filter(session__ended_at__lt=ended_before).delete()[0]
 
     async def aclose(self) -> None:
         await self._live.aclose()

@@ -6,12 +6,13 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 
 import redis
 import redis.asyncio
 from asgiref.sync import sync_to_async
 
-from chat.events import Event, InvalidEventId, check_session, compact_json
+from chat.events import TRANSIENT_TYPES, Event, InvalidEventId, check_session, compact_json
 from chat.events.hub import PAGE_SIZE, LiveReading
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,26 @@ class RedisEventLog:
         if not match:
             raise InvalidEventId(event_id)
         return int(match[1]), int(match[2])
+
+    def compact(self, session_id: str, after: str | None, upto: str) -> int:
+        self.sort_key(upto)
+        stream = self.stream_key(session_id)
+        entries = self.client.xrange(stream, min=self.range_start(after), max=f"({upto}")
+        transient = [entry_id for entry_id, fields in entries if fields["type"] in TRANSIENT_TYPES]
+        return self.client.xdel(stream, *transient) if transient else 0
+
+    def delete(self, session_id: str) -> None:
+        self.client.delete(self.stream_key(session_id), self.keys_key(session_id))
+
+    def retire(self, session_id: str, keep_for: float) -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in (self.stream_key(session_id), self.keys_key(session_id)):
+                pipe.expire(key, max(1, round(keep_for)))
+            pipe.execute()
+
+    def trim(self, ended_before: datetime) -> int:
+        """Nothing to do: retire() set the keys of ended sessions to expire."""
+        return 0
 
     async def aclose(self) -> None:
         await self._live.aclose()

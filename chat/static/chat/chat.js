@@ -263,6 +263,7 @@
     document.title = `${content.slice(0, 40)} · Chat`;
     showStatus("active");
     endButton.hidden = false;
+    $("delete").hidden = false;
     if (chat.dataset.staff === "true") {
       $("admin-link").href = chat.dataset.adminSearchUrl + encodeURIComponent(sessionId);
       $("temporal-link").href = started.temporal_ui_url;
@@ -331,6 +332,19 @@
       showError(error.message);
     } finally {
       endButton.disabled = false;
+    }
+  });
+  const deleteButton = $("delete");
+  deleteButton.addEventListener("click", async () => {
+    if (!window.confirm("Delete this chat? Its messages are removed for good.")) return;
+    deleteButton.disabled = true;
+    showError("");
+    try {
+      await api("DELETE", `sessions/${encodeURIComponent(sessionId)}/`);
+      location.assign(deleteButton.dataset.newChatUrl);
+    } catch (error) {
+      showError(error.message);
+      deleteButton.disabled = false;
     }
   });
   window.addEventListener("popstate", () => location.reload());
