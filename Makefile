@@ -51,7 +51,7 @@ worker: $(STAMP) .env
 
 web: $(STAMP) .env
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python -m uvicorn chatproject.asgi:application --host 127.0.0.1 --port 8000 --reload
+	$(BIN)/python manage.py runserver
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3 var/*.sqlite3-wal var/*.sqlite3-shm var/temporal.db

@@ -50,6 +50,7 @@ ALLOWED_HOSTS: list[str] = env.list(
 )
 
 INSTALLED_APPS = [
+    "chatproject",  # first: its runserver (uvicorn, ASGI) stands in for Django's and staticfiles' (WSGI)
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -76,6 +77,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "chatproject.urls"
 WSGI_APPLICATION = "chatproject.wsgi.application"
+ASGI_APPLICATION = "chatproject.asgi.application"  # what runserver serves, as production does
 
 TEMPLATES = [
     {
