@@ -181,6 +181,7 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI's assets from the installed sidecar package, not a CDN: /api/docs/ works offline.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "PREPROCESSING_HOOKS": ["chat.schema.document_session_events"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "chat.schema.forbid_unknown_request_fields",

@@ -4,10 +4,12 @@ import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.urls import resolve
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chat.models import ChatSession
+from chat.types import EventType
 from devtools.processes import free_port, wait_for
 from temporal_integration.conf import temporal_settings
 from tests.conftest import temporal_cli
@@ -193,3 +195,18 @@ def test_the_content_pattern_knows_every_whitespace_character_in_unicode():
 
     beyond = [hex(c) for c in range(WHITESPACE_LIMIT + 1, sys.maxunicode + 1) if chr(c).isspace()]
     assert beyond == []
+
+
+def test_the_schema_documents_the_event_stream_its_events_resume_header_and_errors(api):
+    schema = api.get("/api/schema/?format=json").json()
+
+    operation = schema["paths"]["/api/sessions/{session_id}/events/"]["get"]
+    parameters = {(p["in"], p["name"]) for p in operation["parameters"]}
+    responses = operation["responses"]
+    assert resolve("/api/sessions/any-session/events/").url_name == "session-events"
+    assert list(responses["200"]["content"]) == ["text/event-stream"]
+    assert {("header", "Last-Event-ID"), ("query", "after"), ("path", "session_id")} <= parameters
+    assert all(f"- `{event_type}`: " in operation["description"] for event_type in EventType)
+    for status in ("400", "401", "404"):
+        body = responses[status]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        assert "detail" in schema["components"]["schemas"][body]["required"]

@@ -22,7 +22,10 @@ from chatproject.wsgi import application
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SCHEMA = schemathesis.openapi.from_dict(SchemaGenerator().get_schema(request=None, public=True))
-OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
+# The event stream never ends, and Django under WSGI (as these cases are called) reads a streaming answer to its end
+# before it answers: a case would never return. Its answers have their own tests over HTTP (tests/test_assistant.py).
+NEVER_ENDING = {"GET /api/sessions/{session_id}/events/"}
+OPERATIONS = [op for result in SCHEMA.get_all_operations() if (op := result.ok()).label not in NEVER_ENDING]
 
 
 @pytest.fixture
