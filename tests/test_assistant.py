@@ -193,7 +193,10 @@ def test_a_client_that_reconnects_mid_reply_with_last_event_id_misses_nothing_an
 
     ids = [e.id for e in before + after]
     assert len(ids) == len(set(ids))
-    assert reply_text(before + after, 2) == " ".join(f"w{n}" for n in range(30)) == after[-1].data["content"]
+    reply = " ".join(f"w{n}" for n in range(30))
+    assert after[-1].data["content"] == reply
+    # In order and with no gap; once the reply is stored its deltas are compacted, and its message carries the rest.
+    assert reply.startswith(reply_text(before + after, 2))
 
 
 def test_another_users_event_stream_is_404_and_a_bad_last_event_id_is_400(web):
