@@ -60,6 +60,9 @@ class WorkerOptions:
     # heartbeat's answer, so this bounds how long a user's Stop takes (the SDK's default is 80% of the heartbeat
     # timeout: seconds).
     max_heartbeat_throttle_interval: timedelta = timedelta(seconds=0.5)
+    # How long a session's next task waits for the worker that has it cached before any worker may take it from the
+    # shared queue (replaying its history). A killed worker's sessions are silent for this long.
+    sticky_queue_schedule_to_start_timeout: timedelta = timedelta(seconds=1)
     connect_timeout: float | None = None  # None: wait for the server for as long as it takes
     metrics_port: int | None = None  # serve the SDK's Prometheus metrics on 0.0.0.0:<port>/metrics
 
@@ -122,6 +125,7 @@ def build_worker(client: Client, options: WorkerOptions, hosting: Hosted, execut
         max_cached_workflows=options.max_cached_workflows,
         graceful_shutdown_timeout=options.graceful_shutdown_timeout,
         max_heartbeat_throttle_interval=options.max_heartbeat_throttle_interval,
+        sticky_queue_schedule_to_start_timeout=options.sticky_queue_schedule_to_start_timeout,
     )
 
 

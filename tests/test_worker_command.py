@@ -7,17 +7,20 @@ import signal
 import sys
 import urllib.request
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from temporalio.client import Client
 
 from chat.models import ChatSession
 from chat.types import SessionState
 from chat.workflows import ChatSessionWorkflow, workflow_id_for
 from devtools.processes import DevServer, free_port, wait_for
-from temporal_integration.worker import write_workflow_bytecode
+from temporal_integration.management.commands import run_temporal_worker
+from temporal_integration.worker import WorkerOptions, write_workflow_bytecode
 from tests.conftest import WorkerProcess, temporal_cli, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -105,6 +108,7 @@ def test_worker_sigterm_while_waiting_for_the_server_exits_0(tmp_path):
     [
         ("--max-concurrent-activities", "0", "must be greater than 0, got 0"),
         ("--max-cached-workflows", "-1", "must be at least 0, got -1"),
+        ("--sticky-queue-schedule-to-start-timeout", "0", "must be greater than 0, got 0"),
     ],
 )
 def test_worker_rejects_a_bad_option(tmp_path, option, value, message):
@@ -112,6 +116,15 @@ def test_worker_rejects_a_bad_option(tmp_path, option, value, message):
 
     assert worker.process.wait(30) == 2
     assert message in worker.output()
+
+
+def test_the_sticky_queue_timeout_flag_sets_the_workers_option(monkeypatch):
+    started: list[WorkerOptions] = []
+    monkeypatch.setattr(run_temporal_worker, "run", started.append)
+
+    call_command("run_temporal_worker", "--sticky-queue-schedule-to-start-timeout", "2.5")
+
+    assert started[0].sticky_queue_schedule_to_start_timeout == timedelta(seconds=2.5)
 
 
 def test_worker_without_a_sticky_cache_replays_every_turn_and_still_completes(dev_server, user, tmp_path):

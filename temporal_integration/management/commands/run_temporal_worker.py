@@ -65,6 +65,13 @@ class Command(BaseCommand):
             help="Seconds in-flight activities get to finish on shutdown (default %(default)g).",
         )
         parser.add_argument(
+            "--sticky-queue-schedule-to-start-timeout",
+            type=_positive(float),
+            default=DEFAULTS.sticky_queue_schedule_to_start_timeout.total_seconds(),
+            help="Seconds a session's task waits for the worker that holds it before another worker replays it; "
+            "bounds the silence of a killed worker's sessions (default %(default)g).",
+        )
+        parser.add_argument(
             "--connect-timeout",
             type=_positive(float),
             default=DEFAULTS.connect_timeout,
@@ -85,6 +92,7 @@ class Command(BaseCommand):
             max_concurrent_workflow_tasks=options["max_concurrent_workflow_tasks"],
             max_cached_workflows=options["max_cached_workflows"],
             graceful_shutdown_timeout=timedelta(seconds=options["graceful_shutdown_timeout"]),
+            sticky_queue_schedule_to_start_timeout=timedelta(seconds=options["sticky_queue_schedule_to_start_timeout"]),
             connect_timeout=options["connect_timeout"],
             metrics_port=options["metrics_port"],
         )
