@@ -139,6 +139,16 @@ class Rig:
         log(f"{self.engine}; temporal pid {self.temporal.pid}, worker {self.worker.pid}, raw {self.raw_worker.pid}")
         self.processes = {"temporal": self.temporal, "worker": self.worker, "raw worker": self.raw_worker}
         self.processes["model server"] = self.model
+        self._stack, self.restarts = stack, 0
+
+    def restart_worker(self) -> WorkerProcess:
+        """SIGKILLs the project's worker and starts another in its place at once; returns it (not yet polling)."""
+        self.worker.kill()
+        self.restarts += 1
+        log = self.tmp / f"worker-{self.restarts}.log"
+        self.worker = self._stack.enter_context(WorkerProcess(self.env, log=log))
+        self.processes["worker"] = self.worker
+        return self.worker
 
     @staticmethod
     @contextmanager

@@ -12,11 +12,11 @@ OPEN_WINDOW = 100
 THROTTLE = "1000000/min"  # both of the project's throttles: its defaults would answer 429 within the first second
 PROFILES = {
     # samples per side: sequential latencies, sessions per throughput burst (x rounds), messages, scale levels
-    # idle SSE clients, turns streaming at once, turns of the one session whose history is measured
+    # idle SSE clients, turns streaming at once, turns of the one session whose history is measured, worker SIGKILLs
     "full": {"seq": 60, "burst": 150, "rounds": 2, "messages": 100, "levels": [10, 1000, 10000], "level_messages": 60}
-    | {"streams": 1000, "turns": 100, "history_turns": 200},
+    | {"streams": 1000, "turns": 100, "history_turns": 200, "recoveries": 2},
     "small": {"seq": 20, "burst": 60, "rounds": 1, "messages": 20, "levels": [10, 500], "level_messages": 30}
-    | {"streams": 200, "turns": 30, "history_turns": 12},
+    | {"streams": 200, "turns": 30, "history_turns": 12, "recoveries": 1},
 }
 
 
@@ -35,6 +35,7 @@ class Config:
     scale_raw_max: int  # raw sessions opened for the scale levels, at most
     out_dir: str
     keep_tmp: bool
+    recoveries: int = 1  # a default, for the figures saved before line 10
 
     @classmethod
     def from_env(cls) -> "Config":

@@ -36,10 +36,14 @@ class Follower:
         self.events: list[Received] = []
         self.first_delta: dict[int, float] = {}  # turn -> perf_counter() of its first delta
         self.stored: dict[int, asyncio.Event] = {}
+        self.writing: dict[int, asyncio.Event] = {}  # turn -> set by its first delta
         self.task = asyncio.create_task(self.read())
 
     def stored_event(self, seq: int) -> asyncio.Event:
         return self.stored.setdefault(seq, asyncio.Event())
+
+    def writing_event(self, turn: int) -> asyncio.Event:
+        return self.writing.setdefault(turn, asyncio.Event())
 
     async def read(self) -> None:
         async with self.http.get(f"/api/sessions/{self.session_id}/events/") as response:
@@ -58,6 +62,7 @@ class Follower:
                     self.events.append(event)
                     if event.type == EventType.DELTA:
                         self.first_delta.setdefault(event.data["turn"], time.perf_counter())
+                        self.writing_event(event.data["turn"]).set()
                     elif event.type == EventType.MESSAGE:
                         self.stored_event(event.data["seq"]).set()
                 fields = {}
