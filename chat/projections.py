@@ -58,9 +58,13 @@ def message_record(*, session_id: str, message: ChatMessageData) -> ChatMessage:
         detail = {"turn": stored.seq, "detail": ChatMessage.FAILED_REPLY}
         events.append(Event(session_id, ChatEvent.Type.TURN_FAILED, detail, key=f"turn_failed:{stored.seq}"))
     log = get_event_log()
-    ids = log.append(session_id, events)
-    if stored.role == ChatMessage.Role.ASSISTANT:  # the reply's text as written is now in its message
-        log.compact(session_id, after=log.id_of(session_id, ChatEvent.message_key(stored.seq - 1)), upto=ids[0])
+    log.append(session_id, events)
+    if stored.role == ChatMessage.Role.USER and stored.seq > 1:
+        # The replies stored before this message no longer need their text as written: live readers have had it
+        # since, and anyone resuming gets their messages. The reply just before goes once it is stored.
+        previous_reply = log.id_of(session_id, ChatEvent.message_key(stored.seq - 1))
+        if previous_reply is not None:
+            log.compact(session_id, after=None, upto=previous_reply)
     return stored
 
 
@@ -100,7 +104,8 @@ def session_record_end(*, end: SessionEnd) -> None:
     )
     data = dict(SessionEndedSerializer(end).data)
     log = get_event_log()
-    log.append(end.session_id, [Event(end.session_id, ChatEvent.Type.SESSION_ENDED, data, key="ended")])
+    [ended] = log.append(end.session_id, [Event(end.session_id, ChatEvent.Type.SESSION_ENDED, data, key="ended")])
+    log.compact(end.session_id, after=None, upto=ended)  # every reply is stored by now
     log.retire(end.session_id, chat_settings.CHAT_EVENT_RETENTION)
 
 

@@ -43,7 +43,9 @@ def answered(api, session_id: str) -> ChatSession:
     return ChatSession.objects.get(session_id=session_id)
 
 
-def test_a_stored_reply_leaves_its_message_and_none_of_its_deltas(web, assistant_model):
+def test_a_stored_reply_keeps_its_deltas_for_live_readers_until_the_next_message_then_only_its_message(
+    web, assistant_model
+):
     from devtools.model_server import Reply
 
     chat = web()
@@ -52,22 +54,22 @@ def test_a_stored_reply_leaves_its_message_and_none_of_its_deltas(web, assistant
     chat.start(session_id)
     subscribed(chat, session_id)
     following = chat.follow_in_background(session_id, reply_stored(2))
-
     chat.say(session_id, "count for me")
     seen = following.result(60)
-
-    assert len([e for e in seen if e.type == "delta"]) >= 2  # the reply streamed
     first_delta = next(e.id for e in seen if e.type == "delta")
 
     def stored() -> list[tuple[str, int | None]]:
         return [(e.type, e.data.get("seq")) for e in get_event_log().read(session_id)]
 
-    wait_for(lambda: len(stored()) == 2, what="the reply's deltas compacted")  # right after its message's append
-    assert stored() == [("message", 1), ("message", 2)]
-    resumed = chat.follow(session_id, reply_stored(2), last_event_id=first_delta)
-    assert [(e.type, e.data["seq"], e.data["content"]) for e in resumed] == [
-        ("message", 2, "one two three four five six seven eight")
-    ]
+    assert [kind for kind, _ in stored()].count("delta") >= 2  # kept while the next message is not there
+    chat.say(session_id, "and again")
+    wait_for(lambda: ("message", 4) in stored(), what="the next exchange stored")
+    assert chat.post(f"sessions/{session_id}/end/").status_code == 200
+
+    assert stored() == [("message", 1), ("message", 2), ("message", 3), ("message", 4), ("session_ended", None)]
+    resumed = chat.follow(session_id, reply_stored(4), last_event_id=first_delta)
+    assert [(e.type, e.data["seq"]) for e in resumed] == [("message", 2), ("message", 3), ("message", 4)]
+    assert resumed[0].data["content"] == "one two three four five six seven eight"
 
 
 def ended_session(owner, ended_days_ago: float, *, status: str = SessionStatus.ENDED) -> str:

@@ -8,9 +8,9 @@ by settings.CHAT_EVENT_LOG: the project's database (chat.events.database, the de
 The guarantee, on either backend: a session's events are read in the order they were appended, under ids that
 increase; a subscriber that starts after an id gets every later event once, with no gap and no duplicate, so a client
 that comes back with Last-Event-ID resumes where it left off. A subscriber that falls a buffer's length behind is
-closed instead of holding memory; its client reconnects with Last-Event-ID. Once a reply is stored, its text as
-written (its turn's `delta` and `reset` events) is compacted away: a subscriber that resumes from an id among them
-gets the whole reply once, as its `message` event.
+closed instead of holding memory; its client reconnects with Last-Event-ID. A stored reply's text as written (its
+turn's `delta` and `reset` events) is compacted away when the session's next message is stored, or when it ends: a
+subscriber that resumes from an id among them gets the whole reply once, as its `message` event.
 
 Retention: the events of a session that ended go CHAT_EVENT_RETENTION seconds later (Redis keys expire; the
 database's are trimmed by the chat-event-retention Temporal Schedule); a deleted session's go with it.
