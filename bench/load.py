@@ -56,11 +56,11 @@ class Load:
         self.rows = {side: await self.count(side) for side in self.sides}  # expected once every start is written
         return self
 
-    def http_client(self, url: str) -> aiohttp.ClientSession:
+    def http_client(self, url: str, token: str | None = None) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
             url,
             connector=aiohttp.TCPConnector(limit=CONCURRENCY, keepalive_timeout=1),
-            headers={"Authorization": f"Token {self.rig.setup['token']}"},
+            headers={"Authorization": f"Token {token or self.rig.setup['token']}"},
             timeout=aiohttp.ClientTimeout(60),
         )
 

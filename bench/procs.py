@@ -43,15 +43,18 @@ SERVERS = {
 PEER = SERVERS["uvicorn"].replace("chatproject.asgi:application", "bench.fastapi_peer:app")
 # The local model server's pace: seconds to its first token (then one word every 30 ms).
 MODEL_FIRST_TOKEN = 0.2
-# The bench user and its API token, and the database settings the raw side must share with Django's.
+# The bench user and its API token, another user's (line 11), and the database settings the raw side must share with
+# Django's.
 SETUP = """
 import json
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 user = get_user_model().objects.create_user("bench")
+other = get_user_model().objects.create_user("bench-other")
 db = settings.DATABASES["default"]
 print(json.dumps({"user_id": str(user.pk), "token": Token.objects.create(user=user).key,
+                  "other_token": Token.objects.create(user=other).key,
                   "busy_timeout": db.get("OPTIONS", {}).get("timeout", 5), "conn_max_age": db["CONN_MAX_AGE"]}))
 """
 # The project's processes' environment, besides devtools.processes.project_env.
@@ -61,6 +64,7 @@ PROJECT_ENV = {
     "CHAT_THROTTLE_SESSION_START": THROTTLE,
     "CHAT_THROTTLE_MESSAGE_POST": THROTTLE,
     "CHAT_USER_DAILY_TOKENS": "0",
+    "CHAT_REPLY_WAITS_PER_USER": "100",  # line 11: one user waits on 50 replies at once
 }
 
 

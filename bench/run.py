@@ -18,7 +18,7 @@ import psutil
 
 from bench import project, report
 from bench.load import Load
-from bench.phases import connections, first_token, history, message, recovery, spaced, start, streams
+from bench.phases import connections, first_token, history, message, recovery, spaced, start, streams, waits
 from bench.phases.scale import Scale
 from bench.procs import PEER, Rig, WebServer, log
 from bench.results import Config, Results
@@ -44,6 +44,7 @@ async def measure(rig: Rig, web: WebServer, peer: WebServer, config: Config, res
             ("8 idle streams", lambda: streams.idle(load, config)),
             ("8 turns at once", lambda: streams.turns_at_once(load, config)),
             ("9 history per turn", lambda: history.per_turn(load, config)),
+            ("11 waits", lambda: waits.measure(load, config)),
             *((f"5 scale, {n:,} open", lambda n=n: scale.level(n)) for n in rest),
             # Last: it replaces the worker, whose sessions the phases before count on.
             ("10 worker SIGKILL", lambda: recovery.worker_killed(load, config)),
