@@ -24,15 +24,15 @@ from chatproject.startup import load_urlconf
 
 
 class LoopHandler(ASGIHandler):
-    """Django's ASGI handler for the views that wait on the event log (chat.async_urls), without the thread it keeps
-    for each request.
+    """Django's ASGI handler for the views that wait on the event log (chatproject.loop_urls), without the thread it
+    keeps for each request.
 
     Django runs a request's sync parts (the request_started receivers, a response's close) on a thread of the
     request's own, kept until the response ends: one thread per open stream or wait. Here they run on the process's
     one shared sync thread; the views' own sync steps run on the loop's pool.
     """
 
-    urlconf = "chat.async_urls"
+    urlconf = "chatproject.loop_urls"
 
     async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http":

@@ -91,3 +91,13 @@ def test_wait_is_true_or_false_once(query):
 
     assert response.status_code == 400, response.content
     assert response.json()["errors"]["wait"][0].startswith("must be true or false.")
+
+
+def test_a_malformed_session_id_on_the_loop_door_answers_json_404(web):
+    chat = web()
+
+    waited = chat.post("sessions/not%20an%20id/messages/", {"content": "hi"}, wait="true")
+    streamed = chat.get("sessions/not%20an%20id/events/")
+
+    assert [(r.status_code, r.headers["content-type"]) for r in (waited, streamed)] == [(404, "application/json")] * 2
+    assert "detail" in waited.json()
