@@ -29,8 +29,8 @@ from bench.results import CONCURRENCY, Results
 # raw SDK. The first two write the project's table.
 SIDES = ("api", "fastapi", "raw")
 ROWS = {
-    "api": "SELECT COUNT(*) FROM chat_chatsession WHERE session_id NOT LIKE 'fa-%'",
-    "fastapi": "SELECT COUNT(*) FROM chat_chatsession WHERE session_id LIKE 'fa-%'",
+    "api": "SELECT COUNT(*) FROM chat_chatsession WHERE substr(session_id, 1, 3) <> 'fa-'",
+    "fastapi": "SELECT COUNT(*) FROM chat_chatsession WHERE substr(session_id, 1, 3) = 'fa-'",
     "raw": "SELECT COUNT(*) FROM bench_raw_session",
 }
 
