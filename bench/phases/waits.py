@@ -46,7 +46,7 @@ async def measure(load: Load, config: Config) -> None:
     other = load.http_client(load.web.url, token=load.rig.setup["other_token"])
     try:
         idle = await requests_of_another_user(other, n)
-        sessions = [await load.start("api") for _ in range(WAITS)]
+        sessions = [await load.start("api", stay_open=False) for _ in range(WAITS)]  # they end below
         await load.drain()
         waits = [
             asyncio.create_task(
