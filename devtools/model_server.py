@@ -1,13 +1,17 @@
 """A real, local OpenAI-compatible Chat Completions server that streams and fails as a test scripts it.
 
 The app's model path (pydantic-ai → the OpenAI SDK → HTTP) runs unchanged against it: point `base_url` at
-`ModelServer.url`. Each request takes the next scripted step (`Reply`, `Fail`, `DropAfter`, `Hang`), or the default
-reply when none is left: `"You said: <the last user message>"`, one word a chunk, so two runs agree. Every request is
-recorded (`.requests`) for assertions on what the model was sent.
+`ModelServer.url`. Each request takes the next scripted step (`Reply`, `CallTools`, `Fail`, `DropAfter`, `Hang`), or
+the default reply when none is left: `"You said: <the last user message>"`, or `"Tool results: <the trailing tool
+messages' contents, joined by ' | '>"` when the last message is a tool's, one word a chunk, so two runs agree. Every
+request is recorded (`.requests`) for assertions on what the model was sent, tools and tool results included.
 
 As a process of its own, for a developer to point the app at (`OPENAI_BASE_URL=http://127.0.0.1:8001/v1`):
 
-    python -m devtools.model_server --port 8001 [--chunk-delay 0.02] [--first-token-delay 0.2]
+    python -m devtools.model_server --port 8001 [--chunk-delay 0.02] [--first-token-delay 0.2] [--tools]
+
+`--tools` calls the app's tools with no API key: a user message saying "search my chats for X" is answered with a
+`search_chats` call `{"query": "X"}`, one saying "email me" with a `send_email` call, when the request offers them.
 
 It serves `POST /v1/chat/completions` only. pydantic-ai's `openai:` model names use the Responses API
 (`/v1/responses`); name the model `openai-chat:<name>` to reach this server.
@@ -18,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import itertools
 import json
 import logging
 import math
@@ -90,7 +96,35 @@ class Hang:
     chunk_delay: float = DEFAULT_CHUNK_DELAY
 
 
-Step = Reply | Fail | DropAfter | Hang
+@dataclass(frozen=True)
+class ToolCall:
+    """One function call of a `CallTools` step; `arguments` given as a string are sent verbatim (invalid JSON too).
+
+    `id=None` gives `call_<request seq>_<index of the call>`.
+    """
+
+    name: str
+    arguments: dict[str, Any] | str
+    id: str | None = None
+
+    @property
+    def arguments_json(self) -> str:
+        if isinstance(self.arguments, str):
+            return self.arguments
+        return json.dumps(self.arguments, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class CallTools:
+    """An answer that calls tools (finish reason `tool_calls`): `text` first, one word a chunk, then each call as
+    OpenAI streams it, its name in one delta and its JSON arguments in a few more, every `chunk_delay` seconds."""
+
+    calls: tuple[ToolCall, ...]
+    text: str = ""
+    chunk_delay: float = DEFAULT_CHUNK_DELAY
+
+
+Step = Reply | CallTools | Fail | DropAfter | Hang
 
 
 @dataclass
@@ -103,7 +137,7 @@ class RecordedRequest:
     headers: dict[str, str]  # names lower-cased
     body: Any
     step: Step | None = None
-    chunks_sent: int = 0
+    chunks_sent: int = 0  # content and tool-call chunks (the role and finish chunks aside)
     # "pending", "hanging", "completed", "failed", "dropped", "client_gone", "stopped" (by ModelServer.stop()),
     # "rejected" (not a chat completion request)
     outcome: str = "pending"
@@ -132,6 +166,29 @@ class RecordedRequest:
                 return content_text(message.get("content"))
         return ""
 
+    @property
+    def last_role(self) -> str | None:
+        return self.messages[-1].get("role") if self.messages else None
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        """The tools the request offered, as sent: `[{"type": "function", "function": {"name": ...}}, ...]`."""
+        tools = self.body.get("tools") if isinstance(self.body, dict) else None
+        return tools if isinstance(tools, list) else []
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [tool.get("function", {}).get("name", "") for tool in self.tools]
+
+    @property
+    def tool_messages(self) -> list[dict[str, str]]:
+        """The tool results the request carried, in order: `{"tool_call_id": ..., "content": ...}` each."""
+        return [
+            {"tool_call_id": message.get("tool_call_id", ""), "content": content_text(message.get("content"))}
+            for message in self.messages
+            if message.get("role") == "tool"
+        ]
+
 
 def content_text(content: Any) -> str:
     """The text of a message's `content`: a string, or the text parts of a list of content parts."""
@@ -147,9 +204,40 @@ def split_words(text: str) -> list[str]:
     return re.findall(r"^\s+|\S+\s*", text)
 
 
+def split_arguments(arguments: str, pieces: int = 3) -> list[str]:
+    """`arguments` in at most `pieces` consecutive parts, as OpenAI streams a call's arguments in several deltas."""
+    size = max(1, math.ceil(len(arguments) / pieces))
+    return [arguments[start : start + size] for start in range(0, len(arguments), size)]
+
+
 def default_reply(request: RecordedRequest) -> str:
+    if request.last_role == "tool":
+        trailing = list(itertools.takewhile(lambda message: message.get("role") == "tool", reversed(request.messages)))
+        return "Tool results: " + " | ".join(content_text(message.get("content")) for message in reversed(trailing))
     said = request.last_user_text.strip()
     return f"You said: {said}" if said else "You said nothing."
+
+
+SEARCH_CHATS = "search_chats"
+SEND_EMAIL = "send_email"
+SEARCH_REQUEST = re.compile(r"search my chats for\s+(?P<query>.+)", re.IGNORECASE | re.DOTALL)
+
+
+def demo_tool_step(request: RecordedRequest, *, chunk_delay: float = DEFAULT_CHUNK_DELAY) -> CallTools | None:
+    """The `--tools` answer to a user message asking to search the chats or to be emailed, when the request offers
+    that tool; None (the default reply) otherwise, and always after a tool result."""
+    if request.last_role != "user":
+        return None
+    text = request.last_user_text.strip()
+    if SEARCH_CHATS in request.tool_names and (match := SEARCH_REQUEST.search(text)):
+        query = match["query"].strip().rstrip(".?!").strip("\"'“”")
+        return CallTools((ToolCall(SEARCH_CHATS, {"query": query}),), chunk_delay=chunk_delay)
+    if SEND_EMAIL in request.tool_names and "email me" in text.lower():
+        words = text.split()
+        subject = " ".join(words[:8]) + ("…" if len(words) > 8 else "")
+        body = f"You asked: {text}"
+        return CallTools((ToolCall(SEND_EMAIL, {"subject": subject, "body": body}),), chunk_delay=chunk_delay)
+    return None
 
 
 def prompt_tokens(request: RecordedRequest) -> int:
@@ -188,10 +276,13 @@ class ModelServer:
         chunk_delay: float = DEFAULT_CHUNK_DELAY,
         first_token_delay: float = 0.0,
         host: str = "127.0.0.1",
+        default_step: Callable[[RecordedRequest], Step | None] | None = None,
     ) -> None:
         self.host = host
         self.chunk_delay = chunk_delay
         self.first_token_delay = first_token_delay
+        # What an unscripted request gets when it returns a step; the default reply when it returns None.
+        self.default_step = default_step
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Bound here rather than by aiohttp, so the port is known (and held) before the loop starts.
@@ -394,8 +485,12 @@ class ModelServer:
             self._finish(recorded, "failed")
             return web.json_response(error_body(400, "Expected a JSON body with a `messages` list."), status=400)
         with self._changed:
-            default = Reply(chunk_delay=self.chunk_delay, first_token_delay=self.first_token_delay)
-            step = recorded.step = self._steps.popleft() if self._steps else default
+            step = self._steps.popleft() if self._steps else None
+        if step is None:
+            step = (self.default_step and self.default_step(recorded)) or Reply(
+                chunk_delay=self.chunk_delay, first_token_delay=self.first_token_delay
+            )
+        recorded.step = step
 
         if isinstance(step, Fail):
             headers = {}
@@ -409,34 +504,40 @@ class ModelServer:
             await self._hang(recorded)
 
         words = split_words(default_reply(recorded) if step.text is None else step.text)
+        calls = step.calls if isinstance(step, CallTools) else ()
+        deltas = [{"content": word} for word in words] + self._tool_call_deltas(recorded, calls)
         first_token_delay = step.first_token_delay if isinstance(step, Reply) else 0.0
+        finish_reason = "tool_calls" if calls else "stop"
         if not recorded.stream:
             if isinstance(step, DropAfter):
                 return self._drop(request, recorded)
-            await asyncio.sleep(first_token_delay + step.chunk_delay * len(words))
-            recorded.chunks_sent = len(words)
+            await asyncio.sleep(first_token_delay + step.chunk_delay * len(deltas))
+            recorded.chunks_sent = len(deltas)
             self._finish(recorded, "completed")
-            return web.json_response(self._completion(recorded, "".join(words)), headers=self._headers(recorded))
+            completion = self._completion(recorded, "".join(words), self._tool_calls(recorded, calls))
+            return web.json_response(completion, headers=self._headers(recorded))
 
         response = web.StreamResponse(headers={**self._headers(recorded), "Content-Type": "text/event-stream"})
         drop = step.chunks if isinstance(step, DropAfter) else None
         try:
             await response.prepare(request)
-            # The role arrives first with empty content, as OpenAI sends it; it is not counted as a chunk.
+            # The role arrives first with empty content (null before tool calls with no text), as OpenAI sends it;
+            # it is not counted as a chunk.
             await asyncio.sleep(first_token_delay)
-            await response.write(sse(self._chunk(recorded, {"role": "assistant", "content": ""})))
-            for index, word in enumerate(words):
+            content = None if calls and not words else ""
+            await response.write(sse(self._chunk(recorded, {"role": "assistant", "content": content})))
+            for index, delta in enumerate(deltas):
                 if index == drop:
                     break
                 if isinstance(step, Hang) and index == step.after_chunks:
                     await self._hang(recorded)
                 if index:
                     await asyncio.sleep(step.chunk_delay)
-                await response.write(sse(self._chunk(recorded, {"content": word})))
+                await response.write(sse(self._chunk(recorded, delta)))
                 recorded.chunks_sent += 1
                 self._notify()
             if drop is None:
-                await response.write(sse(self._chunk(recorded, {}, finish_reason="stop")))
+                await response.write(sse(self._chunk(recorded, {}, finish_reason=finish_reason)))
                 if recorded.include_usage:
                     await response.write(sse({**self._chunk(recorded), "choices": [], "usage": self._usage(recorded)}))
                 await response.write(sse("[DONE]"))
@@ -487,10 +588,36 @@ class ModelServer:
             chunk["usage"] = None  # null on every chunk but the last, as OpenAI sends it
         return chunk
 
-    def _completion(self, recorded: RecordedRequest, text: str) -> dict[str, Any]:
+    def _tool_calls(self, recorded: RecordedRequest, calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": call.id or f"call_{recorded.seq}_{index}",
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_json},
+            }
+            for index, call in enumerate(calls)
+        ]
+
+    def _tool_call_deltas(self, recorded: RecordedRequest, calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+        """Each call as OpenAI streams it: its id, type and name with empty arguments, then the arguments in pieces."""
+        deltas = []
+        for index, call in enumerate(self._tool_calls(recorded, calls)):
+            first = {"index": index, **call, "function": {**call["function"], "arguments": ""}}
+            deltas.append({"tool_calls": [first]})
+            deltas += [
+                {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+                for piece in split_arguments(call["function"]["arguments"])
+            ]
+        return deltas
+
+    def _completion(self, recorded: RecordedRequest, text: str, tool_calls: list[dict[str, Any]]) -> dict[str, Any]:
         completion = self._envelope(recorded, "chat.completion")
-        message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
-        completion["choices"] = [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}]
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+        if tool_calls:
+            message["content"] = text or None
+            message["tool_calls"] = tool_calls
+        finish_reason = "tool_calls" if tool_calls else "stop"
+        completion["choices"] = [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}]
         completion["usage"] = self._usage(recorded)
         return completion
 
@@ -505,10 +632,16 @@ class ModelServer:
 
 @contextlib.contextmanager
 def running(
-    port: int = 0, *, chunk_delay: float = DEFAULT_CHUNK_DELAY, first_token_delay: float = 0.0
+    port: int = 0,
+    *,
+    chunk_delay: float = DEFAULT_CHUNK_DELAY,
+    first_token_delay: float = 0.0,
+    default_step: Callable[[RecordedRequest], Step | None] | None = None,
 ) -> Iterator[ModelServer]:
     """A started server, stopped on the way out."""
-    with ModelServer(port, chunk_delay=chunk_delay, first_token_delay=first_token_delay) as server:
+    with ModelServer(
+        port, chunk_delay=chunk_delay, first_token_delay=first_token_delay, default_step=default_step
+    ) as server:
         yield server
 
 
@@ -517,7 +650,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--chunk-delay", type=float, default=DEFAULT_CHUNK_DELAY, help="seconds between chunks")
     parser.add_argument("--first-token-delay", type=float, default=0.0, help="seconds before the first chunk")
+    parser.add_argument(
+        "--tools", action="store_true", help='answer "search my chats for X" and "email me" with tool calls'
+    )
     args = parser.parse_args()
+    default_step = functools.partial(demo_tool_step, chunk_delay=args.chunk_delay) if args.tools else None
     sys.stdout.reconfigure(line_buffering=True)  # its address shows at once under a process manager
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     # Ctrl-C and SIGTERM stop it cleanly: blocked before the server's thread starts (it inherits the mask), taken here.
@@ -525,7 +662,9 @@ def main() -> None:
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    with running(args.port, chunk_delay=args.chunk_delay, first_token_delay=args.first_token_delay) as server:
+    with running(
+        args.port, chunk_delay=args.chunk_delay, first_token_delay=args.first_token_delay, default_step=default_step
+    ) as server:
         print(f"OpenAI-compatible test model at {server.url} (OPENAI_BASE_URL={server.url}); Ctrl-C stops it")
         received = signal.sigwait(stop_signals)
     print(f"stopped by {signal.Signals(received).name}")

@@ -1,6 +1,7 @@
 """The scripted model server against the real OpenAI SDK and pydantic-ai's OpenAI path; no Temporal server."""
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -9,10 +10,13 @@ import pytest
 from openai import AsyncOpenAI
 from pydantic_ai import Agent
 from pydantic_ai.exceptions import ModelHTTPError
+from pydantic_ai.messages import ModelRequest, ToolCallPart, UserPromptPart
+from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
+from pydantic_ai.tools import ToolDefinition
 
-from devtools.model_server import DropAfter, Fail, Hang, Reply
+from devtools.model_server import CallTools, DropAfter, Fail, Hang, ModelServer, Reply, ToolCall, demo_tool_step
 
 USER = [{"role": "user", "content": "hello there"}]
 
@@ -269,3 +273,210 @@ async def test_pydantic_ai_makes_one_attempt_with_max_retries_0_and_three_withou
     assert once.value.status_code == 500
     assert len(model_server.requests) == 4
     assert model_server.pending == 0
+
+
+SEARCH_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
+EMAIL_SCHEMA = {
+    "type": "object",
+    "properties": {"subject": {"type": "string"}, "body": {"type": "string"}},
+    "required": ["subject", "body"],
+}
+TOOLS = [
+    {"type": "function", "function": {"name": "search_chats", "parameters": SEARCH_SCHEMA}},
+    {"type": "function", "function": {"name": "send_email", "parameters": EMAIL_SCHEMA}},
+]
+
+
+async def test_streamed_tool_calls_reassemble_into_the_scripted_calls(model_server, client):
+    model_server.script(
+        CallTools(
+            (
+                ToolCall("search_chats", {"query": "pizza dough"}),
+                ToolCall("send_email", {"subject": "Dough", "body": "500 g flour, 325 g water"}, id="call_mine"),
+            ),
+            chunk_delay=0,
+        )
+    )
+
+    async with client.chat.completions.stream(
+        model="gpt-test", messages=USER, tools=TOOLS, stream_options={"include_usage": True}
+    ) as stream:
+        completion = await stream.get_final_completion()
+
+    (choice,) = completion.choices
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    assert [
+        (call.id, call.function.name, json.loads(call.function.arguments)) for call in choice.message.tool_calls
+    ] == [
+        ("call_1_0", "search_chats", {"query": "pizza dough"}),
+        ("call_mine", "send_email", {"subject": "Dough", "body": "500 g flour, 325 g water"}),
+    ]
+    assert completion.usage.completion_tokens == model_server.requests[0].chunks_sent
+
+
+async def test_streamed_tool_calls_arrive_as_openai_sends_them(model_server, client):
+    model_server.script(CallTools((ToolCall("search_chats", {"query": "pizza"}),), chunk_delay=0))
+
+    stream = await client.chat.completions.create(model="gpt-test", messages=USER, tools=TOOLS, stream=True)
+    role, first, *pieces, finish = [chunk async for chunk in stream]
+
+    assert (role.choices[0].delta.role, role.choices[0].delta.content) == ("assistant", None)  # no text: null
+    (opening,) = first.choices[0].delta.tool_calls
+    assert (opening.index, opening.id, opening.type) == (0, "call_1_0", "function")
+    assert (opening.function.name, opening.function.arguments) == ("search_chats", "")
+    assert 1 < len(pieces) <= 3
+    assert all(piece.choices[0].delta.tool_calls[0].id is None for piece in pieces)
+    assert "".join(piece.choices[0].delta.tool_calls[0].function.arguments for piece in pieces) == '{"query":"pizza"}'
+    assert (finish.choices[0].delta.tool_calls, finish.choices[0].finish_reason) == (None, "tool_calls")
+
+
+async def test_text_streams_before_the_tool_calls(model_server, client):
+    model_server.script(CallTools((ToolCall("search_chats", {"query": "pizza"}),), text="Let me look.", chunk_delay=0))
+
+    async with client.chat.completions.stream(model="gpt-test", messages=USER, tools=TOOLS) as stream:
+        events = [event async for event in stream]
+        completion = await stream.get_final_completion()
+
+    words = [
+        (index, event.delta) for index, event in enumerate(events) if event.type == "content.delta" and event.delta
+    ]
+    first_call = next(index for index, event in enumerate(events) if event.type.startswith("tool_calls."))
+    assert [word for _, word in words] == ["Let ", "me ", "look."]
+    assert words[-1][0] < first_call
+    assert completion.choices[0].message.content == "Let me look."
+    assert completion.choices[0].message.tool_calls[0].function.name == "search_chats"
+
+
+async def test_non_streamed_tool_calls_come_in_the_message(model_server, client):
+    model_server.script(CallTools((ToolCall("search_chats", {"query": "pizza"}, id="call_x"),), chunk_delay=0))
+
+    completion = await client.chat.completions.create(model="gpt-test", messages=USER, tools=TOOLS)
+
+    (choice,) = completion.choices
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    assert [
+        (call.id, call.type, call.function.name, call.function.arguments) for call in choice.message.tool_calls
+    ] == [("call_x", "function", "search_chats", '{"query":"pizza"}')]
+
+
+async def test_arguments_given_as_a_string_are_sent_verbatim(model_server, client):
+    model_server.script(
+        CallTools((ToolCall("search_chats", '{"query": 42, oops'), ToolCall("send_email", "")), chunk_delay=0)
+    )
+
+    async with client.chat.completions.stream(model="gpt-test", messages=USER, tools=TOOLS) as stream:
+        completion = await stream.get_final_completion()
+
+    assert [(call.id, call.function.arguments) for call in completion.choices[0].message.tool_calls] == [
+        ("call_1_0", '{"query": 42, oops'),
+        ("call_1_1", ""),
+    ]
+
+
+async def test_offered_tools_and_tool_results_are_recorded(model_server, client):
+    messages = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_a", "type": "function", "function": {"name": "search_chats", "arguments": "{}"}},
+                {"id": "call_b", "type": "function", "function": {"name": "search_chats", "arguments": "{}"}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_a", "content": "3 chats found"},
+        {"role": "tool", "tool_call_id": "call_b", "content": [{"type": "text", "text": "no chats found"}]},
+    ]
+
+    await client.chat.completions.create(model="gpt-test", messages=messages, tools=TOOLS)
+
+    (request,) = model_server.requests
+    assert request.tools == TOOLS
+    assert request.tool_names == ["search_chats", "send_email"]
+    assert request.tool_messages == [
+        {"tool_call_id": "call_a", "content": "3 chats found"},
+        {"tool_call_id": "call_b", "content": "no chats found"},
+    ]
+
+
+async def test_a_request_without_tools_records_none(model_server, client):
+    await client.chat.completions.create(model="gpt-test", messages=USER)
+
+    (request,) = model_server.requests
+    assert (request.tools, request.tool_names, request.tool_messages) == ([], [], [])
+
+
+async def test_default_reply_after_tool_results_echoes_the_trailing_ones(model_server, client):
+    messages = [
+        {"role": "tool", "tool_call_id": "call_old", "content": "an earlier result"},
+        {"role": "user", "content": "search my chats for pizza"},
+        {"role": "assistant", "content": None, "tool_calls": []},
+        {"role": "tool", "tool_call_id": "call_a", "content": "3 chats found"},
+        {"role": "tool", "tool_call_id": "call_b", "content": "email sent"},
+    ]
+
+    completion = await client.chat.completions.create(model="gpt-test", messages=messages)
+
+    assert completion.choices[0].message.content == "Tool results: 3 chats found | email sent"
+    assert completion.choices[0].finish_reason == "stop"
+
+
+async def test_pydantic_ai_reads_a_streamed_tool_call_into_a_tool_call_part(model_server):
+    model_server.script(CallTools((ToolCall("search_chats", {"query": "pizza"}),), text="Searching.", chunk_delay=0))
+    parameters = ModelRequestParameters(
+        function_tools=[ToolDefinition(name="search_chats", parameters_json_schema=SEARCH_SCHEMA)]
+    )
+    messages = [ModelRequest(parts=[UserPromptPart("search my chats for pizza")])]
+    provider = OpenAIProvider(base_url=model_server.url, api_key="test-key")
+
+    async with (
+        OpenAIChatModel("gpt-test", provider=provider) as model,
+        model.request_stream(messages, {"max_retries": 0}, parameters) as streamed,
+    ):
+        [event async for event in streamed]
+    response = streamed.get()
+
+    (call,) = [part for part in response.parts if isinstance(part, ToolCallPart)]
+    assert (call.tool_name, call.tool_call_id, call.args_as_dict()) == ("search_chats", "call_1_0", {"query": "pizza"})
+    assert response.finish_reason == "tool_call"
+    assert model_server.requests[0].tool_names == ["search_chats"]
+
+
+@pytest.fixture
+async def demo_client() -> AsyncIterator[AsyncOpenAI]:
+    """A client on a server answering as `python -m devtools.model_server --tools` does."""
+    with ModelServer(default_step=demo_tool_step) as server:
+        async with AsyncOpenAI(base_url=server.url, api_key="test-key", max_retries=0) as client:
+            yield client
+
+
+async def ask(client: AsyncOpenAI, text: str, tools: list = TOOLS) -> openai.types.chat.ChatCompletionMessage:
+    completion = await client.chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": text}], tools=tools
+    )
+    return completion.choices[0].message
+
+
+async def test_tools_demo_searches_the_chats_for_what_follows(demo_client):
+    message = await ask(demo_client, "Please Search my chats for pizza dough.")
+
+    (call,) = message.tool_calls
+    assert (call.function.name, json.loads(call.function.arguments)) == ("search_chats", {"query": "pizza dough"})
+
+
+async def test_tools_demo_emails_a_summary_of_the_request(demo_client):
+    message = await ask(demo_client, "Email me the pizza recipe")
+
+    (call,) = message.tool_calls
+    assert (call.function.name, json.loads(call.function.arguments)) == (
+        "send_email",
+        {"subject": "Email me the pizza recipe", "body": "You asked: Email me the pizza recipe"},
+    )
+
+
+async def test_tools_demo_gives_the_default_reply_when_the_tool_is_not_offered(demo_client):
+    message = await ask(demo_client, "search my chats for pizza", tools=TOOLS[1:])
+
+    assert (message.content, message.tool_calls) == ("You said: search my chats for pizza", None)
