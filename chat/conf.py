@@ -25,6 +25,12 @@ def _event_log(value: str) -> bool:
     return True
 
 
+def _tools(value: list[str]) -> bool:
+    from chat.tools import check_tools  # it reads these settings
+
+    return check_tools(value)
+
+
 chat_settings = AppSettings(
     {
         # Sessions (passed to each session's workflow as its options)
@@ -46,6 +52,12 @@ chat_settings = AppSettings(
         "CHAT_ASSISTANT_CONTEXT_CHARS": Setting(24000, positive, POSITIVE),
         "CHAT_USER_DAILY_TOKENS": Setting(200_000, at_least_zero, AT_LEAST_ZERO),  # 0: no limit
         "OPENAI_BASE_URL": Setting(""),  # empty: OpenAI's own
+        # Its tools (chat.tools): dotted paths of plain functions
+        "CHAT_ASSISTANT_TOOLS": Setting(
+            ["chat.tools.search_chats", "chat.tools.send_email"], _tools, "a list of dotted paths of functions."
+        ),
+        "CHAT_ASSISTANT_MAX_TOOL_CALLS": Setting(SessionOptions.max_tool_calls, positive, POSITIVE),
+        "CHAT_TOOL_APPROVAL_TIMEOUT": Setting(SessionOptions.tool_approval_timeout_seconds, positive, POSITIVE),
         "OPENAI_API_KEY": Setting(""),
         # The event log (chat.events)
         "CHAT_EVENT_LOG": Setting(
@@ -69,5 +81,7 @@ def session_options() -> SessionOptions:
         turn_timeout_seconds=chat_settings.CHAT_TURN_TIMEOUT,
         turn_heartbeat_seconds=chat_settings.CHAT_TURN_HEARTBEAT_TIMEOUT,
         turn_attempts=chat_settings.CHAT_TURN_ATTEMPTS,
+        max_tool_calls=chat_settings.CHAT_ASSISTANT_MAX_TOOL_CALLS,
+        tool_approval_timeout_seconds=chat_settings.CHAT_TOOL_APPROVAL_TIMEOUT,
         max_messages_per_run=chat_settings.CHAT_MAX_MESSAGES_PER_RUN or None,
     )

@@ -102,6 +102,11 @@ DATABASES = {
 # database restart broke before it is used. 0 restores Django's connection per request.
 DATABASES["default"]["CONN_MAX_AGE"] = _read(env.int, "DATABASE_CONN_MAX_AGE", 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# The mail the assistant's send_email tool sends: django-environ's email URL (smtp://user:password@host:587/?tls=True,
+# consolemail:// prints it to the worker's output).
+vars().update(_read(env.email_url, "EMAIL_URL", "consolemail://"))
+DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default="assistant@localhost")
 # Threads per web process serving the pages and the API (chatproject.asgi); the event streams need none.
 WEB_THREADS: int = _read(env.int, "WEB_THREADS", 16)
 if WEB_THREADS < 1:
@@ -190,7 +195,7 @@ SPECTACULAR_SETTINGS = {
 
 # The apps' own settings (chat.conf, temporal_integration.conf hold each one's default and check): any of them from
 # the environment, under its own name.
-_casts = {bool: env.bool, int: env.int, float: env.float, str: env.str}
+_casts = {bool: env.bool, int: env.int, float: env.float, str: env.str, list: env.list}
 for _name, _default in {**chat_settings.defaults, **temporal_settings.defaults}.items():
     if _name in os.environ and type(_default) in _casts:
         globals()[_name] = _read(_casts[type(_default)], _name, _default)
@@ -203,6 +208,9 @@ TEMPORAL_ACTIVITIES = [
     "chat.activities.persist_message",
     "chat.activities.log_session_end",
     "chat.activities.run_turn",
+    "chat.activities.take_model_step",
+    "chat.activities.run_tool",
+    "chat.activities.finish_turn",
     "chat.activities.trim_event_log",
 ]
 TEMPORAL_SCHEDULES = ["chat.maintenance.event_retention_schedule"]
