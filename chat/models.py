@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from chat.types import EventType, MessageStatus, Role, SessionStatus
+from chat.types import EventType, MessageStatus, Role, SessionStatus, ToolCallStatus
 from temporal_integration.conf import get_config
 
 
@@ -92,6 +92,8 @@ class ChatEvent(models.Model):
         MESSAGE = EventType.MESSAGE.value, "Message stored"
         DELTA = EventType.DELTA.value, "Reply text written"
         RESET = EventType.RESET.value, "Reply restarted"
+        TOOL_CALL = EventType.TOOL_CALL.value, "Tool called"
+        TOOL_RESULT = EventType.TOOL_RESULT.value, "Tool call ended"
         TURN_FAILED = EventType.TURN_FAILED.value, "Turn failed"
         SESSION_ENDED = EventType.SESSION_ENDED.value, "Session ended"
 
@@ -118,3 +120,47 @@ class ChatEvent(models.Model):
     def message_key(seq: int) -> str:
         """The key of a stored message's event: appended once, whoever stores the message how often."""
         return f"message:{seq}"
+
+
+class ChatToolCall(models.Model):
+    """A tool call the assistant asked for in a reply: its arguments, its result, and who approved or denied it.
+
+    Written only by the worker's activities; the workflow's history carries the call's id and name, never these.
+    The call id is the idempotency key of its effect: a retried attempt finds the row and does not run it again.
+    """
+
+    class Status(models.TextChoices):
+        REQUESTED = ToolCallStatus.REQUESTED.value, "Requested"
+        AWAITING_APPROVAL = ToolCallStatus.AWAITING_APPROVAL.value, "Awaiting approval"
+        RUNNING = ToolCallStatus.RUNNING.value, "Running"
+        DONE = ToolCallStatus.DONE.value, "Done"
+        FAILED = ToolCallStatus.FAILED.value, "Failed"
+        DENIED = ToolCallStatus.DENIED.value, "Denied"
+        EXPIRED = ToolCallStatus.EXPIRED.value, "Expired"
+        UNKNOWN = ToolCallStatus.UNKNOWN.value, "Unknown outcome"
+
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="tool_calls")
+    call_id = models.CharField(max_length=64)
+    reply_seq = models.PositiveIntegerField(help_text="The seq of the reply whose turn made the call.")
+    step = models.PositiveIntegerField(help_text="The model step of the turn that asked for it, from 0.")
+    index = models.PositiveIntegerField(help_text="Its place among the step's calls.")
+    name = models.CharField(max_length=200)
+    args = models.JSONField(help_text="The arguments as the model sent them (a string when they were not JSON).")
+    step_text = models.TextField(blank=True, help_text="What the model wrote in the step before asking for its calls.")
+    needs_approval = models.BooleanField(default=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.REQUESTED)
+    result = models.TextField(blank=True, help_text="What the model is told: the tool's result, or why there is none.")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True, help_text="The reason a user gave for a denial.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["session", "reply_seq", "step", "index"]
+        constraints = [models.UniqueConstraint(fields=["session", "call_id"], name="unique_tool_call_per_session")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.call_id})"

@@ -5,19 +5,27 @@ Each write is idempotent: Temporal runs an activity at least once, and a retried
 one attempt would.
 """
 
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from chat.assistant import StoredTurn
+from chat.assistant import RequestedCall, StoredCall, StoredStep, StoredTurn
 from chat.conf import chat_settings
 from chat.events import Event, get_event_log
 from chat.exceptions import UnknownUser
-from chat.models import ChatEvent, ChatMessage, ChatSession
+from chat.models import ChatEvent, ChatMessage, ChatSession, ChatToolCall
 from chat.serializers import MessageSerializer, SessionEndedSerializer
-from chat.types import ChatMessageData, MessageStatus, SessionEnd
+from chat.tools import InvalidArguments, get_tools
+from chat.types import ChatMessageData, MessageStatus, SessionEnd, ToolCallRef, ToolCallStatus, tool_call_id
+
+# A tool_result event carries this much of the result; the whole is in the database (GET .../tool-calls/).
+EVENT_RESULT_CHARS = 500
 
 
 def session_record_start(
@@ -70,8 +78,10 @@ def message_record(*, session_id: str, message: ChatMessageData) -> ChatMessage:
 
 def message_get(*, session_id: str, seq: int) -> ChatMessageData | None:
     stored = ChatMessage.objects.filter(session__session_id=session_id, seq=seq).first()
-    if stored is None:
-        return None
+    return None if stored is None else message_data(stored)
+
+
+def message_data(stored: ChatMessage) -> ChatMessageData:
     return ChatMessageData(
         seq=stored.seq,
         role=stored.role,
@@ -84,17 +94,203 @@ def message_get(*, session_id: str, seq: int) -> ChatMessageData | None:
     )
 
 
-def turn_conversation(*, session_id: str, upto_seq: int) -> list[StoredTurn]:
-    """The conversation up to a user message, as the model is shown it: replies that failed or said nothing are
-    left out."""
+@dataclass(frozen=True)
+class StepContext:
+    """What a model step reads before it asks the model: the reply, when an earlier attempt stored it; the step's
+    calls, when an earlier attempt stored those; else the conversation, and the text of the turn's earlier steps."""
+
+    reply: ChatMessageData | None = None
+    calls: list[ToolCallRef] = field(default_factory=list)
+    conversation: list[StoredTurn] = field(default_factory=list)
+    written: str = ""
+
+
+def step_context(*, session_id: str, user_seq: int, reply_seq: int, step: int) -> StepContext:
+    reply = message_get(session_id=session_id, seq=reply_seq)
+    if reply is not None:
+        return StepContext(reply=reply)
+    calls = tool_calls_of_step(session_id=session_id, reply_seq=reply_seq, step=step)
+    if calls:
+        return StepContext(calls=calls)
+    conversation = turn_conversation(session_id=session_id, upto_seq=user_seq, reply_seq=reply_seq)
+    current = conversation[-1] if conversation[-1].role == ChatMessage.Role.ASSISTANT else None
+    written = "".join(step.text for step in current.steps) if current else ""
+    return StepContext(conversation=conversation, written=written)
+
+
+def turn_conversation(*, session_id: str, upto_seq: int, reply_seq: int | None = None) -> list[StoredTurn]:
+    """The conversation up to a user message, as the model is shown it, with each reply's tool calls and their
+    results; then, when `reply_seq` is given, the steps its turn has taken so far. Replies that failed, or said and
+    did nothing, are left out."""
+    last = upto_seq if reply_seq is None else reply_seq
+    steps = _steps_by_reply(session_id, upto=last)
     rows = (
         ChatMessage.objects.filter(session__session_id=session_id, seq__lte=upto_seq)
         .exclude(role=ChatMessage.Role.ASSISTANT, status=ChatMessage.Status.FAILED)
-        .exclude(content="")
         .order_by("seq")
-        .values_list("role", "content")
+        .values_list("seq", "role", "content")
     )
-    return [StoredTurn(role, content) for role, content in rows]
+    conversation = [
+        StoredTurn(role, content, steps.get(seq, ())) for seq, role, content in rows if content or steps.get(seq)
+    ]
+    if reply_seq is not None and steps.get(reply_seq):
+        conversation.append(StoredTurn(ChatMessage.Role.ASSISTANT, "", steps[reply_seq]))
+    return conversation
+
+
+def _steps_by_reply(session_id: str, *, upto: int) -> dict[int, tuple[StoredStep, ...]]:
+    calls = (
+        ChatToolCall.objects.filter(session__session_id=session_id, reply_seq__lte=upto)
+        .order_by("reply_seq", "step", "index")
+        .values_list("reply_seq", "step", "step_text", "call_id", "name", "args", "status", "result")
+    )
+    grouped: dict[int, dict[int, tuple[str, list[StoredCall]]]] = defaultdict(dict)
+    for reply_seq, step, text, call_id, name, args, status, result in calls:
+        _, step_calls = grouped[reply_seq].setdefault(step, (text, []))
+        args_text = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+        step_calls.append(StoredCall(call_id, name, args_text, result or f"({status})"))
+    return {
+        reply_seq: tuple(StoredStep(text, tuple(step_calls)) for text, step_calls in by_step.values())
+        for reply_seq, by_step in grouped.items()
+    }
+
+
+def turn_text(*, session_id: str, reply_seq: int) -> str:
+    """What a reply's model steps wrote before their tool calls, in order."""
+    return "".join(
+        ChatToolCall.objects.filter(session__session_id=session_id, reply_seq=reply_seq, index=0)
+        .order_by("step")
+        .values_list("step_text", flat=True)
+    )
+
+
+def tool_calls_record(
+    *, session_id: str, reply_seq: int, step: int, text: str, calls: Sequence[RequestedCall]
+) -> list[ToolCallRef]:
+    """Stores the calls a model step asked for, with the text it wrote first. A call to no such tool, or with
+    arguments that don't fit, is settled at once as failed, the reason being what the model is told. Idempotent:
+    a step whose calls are stored already returns them."""
+    tools = get_tools()
+    with transaction.atomic():
+        session = ChatSession.objects.get(session_id=session_id)
+        stored = list(ChatToolCall.objects.filter(session=session, reply_seq=reply_seq, step=step).order_by("index"))
+        if stored:
+            return [_ref(row) for row in stored]
+        rows = []
+        for index, call in enumerate(calls):
+            row = ChatToolCall(
+                session=session,
+                call_id=tool_call_id(reply_seq, step, index),
+                reply_seq=reply_seq,
+                step=step,
+                index=index,
+                name=call.name,
+                args=_parsed(call.args),
+                step_text=text if index == 0 else "",
+            )
+            tool = tools.get(call.name)
+            try:
+                if tool is None:
+                    raise InvalidArguments(f"There is no tool named {call.name!r}; the tools are: {', '.join(tools)}.")
+                tool.validate(call.args)
+            except InvalidArguments as exc:
+                row.status, row.result, row.finished_at = ChatToolCall.Status.FAILED, str(exc), timezone.now()
+            else:
+                row.needs_approval = tool.needs_approval
+                if tool.needs_approval:
+                    row.status = ChatToolCall.Status.AWAITING_APPROVAL
+            rows.append(row)
+        ChatToolCall.objects.bulk_create(rows)
+    events = [_call_event(session_id, row) for row in rows if row.status == ChatToolCall.Status.AWAITING_APPROVAL]
+    events += [_result_event(session_id, row) for row in rows if row.status == ChatToolCall.Status.FAILED]
+    if events:
+        get_event_log().append(session_id, events)
+    return [_ref(row) for row in rows]
+
+
+def _parsed(args: str) -> object:
+    try:
+        return json.loads(args or "{}")
+    except ValueError:
+        return args
+
+
+def _ref(row: ChatToolCall) -> ToolCallRef:
+    return ToolCallRef(row.call_id, row.name, row.needs_approval, ToolCallStatus(row.status).finished)
+
+
+def tool_calls_of_step(*, session_id: str, reply_seq: int, step: int) -> list[ToolCallRef]:
+    calls = ChatToolCall.objects.filter(session__session_id=session_id, reply_seq=reply_seq, step=step)
+    return [_ref(row) for row in calls.order_by("index")]
+
+
+def tool_call_start(
+    *, session_id: str, call_id: str, retry_safe: bool, approved_by: str | None = None
+) -> tuple[ChatToolCall, bool]:
+    """Marks a call running before its tool runs; returns the call and whether to run it. A finished call is not run
+    again. A call found running was started by an attempt that died: a tool that is safe to retry runs again; any
+    other is settled as an unknown outcome, since its effect may have happened."""
+    with transaction.atomic():
+        row = (
+            ChatToolCall.objects.select_for_update()
+            .select_related("session__user")
+            .get(session__session_id=session_id, call_id=call_id)
+        )
+        if ToolCallStatus(row.status).finished:
+            return row, False
+        if approved_by is not None and row.decided_at is None:
+            row.decided_by_id, row.decided_at = approved_by, timezone.now()
+        if row.status == ChatToolCall.Status.RUNNING and not retry_safe:
+            row.status, row.finished_at = ChatToolCall.Status.UNKNOWN, timezone.now()
+            row.result = (
+                "Unknown outcome: the attempt that ran it was interrupted before its result was recorded, and it is "
+                "not run twice. It may or may not have taken effect."
+            )
+            row.save()
+            unknown = True
+        else:
+            row.status = ChatToolCall.Status.RUNNING
+            row.save()
+            unknown = False
+    get_event_log().append(session_id, [_result_event(session_id, row) if unknown else _call_event(session_id, row)])
+    return row, not unknown
+
+
+def tool_call_finish(
+    *,
+    session_id: str,
+    call_id: str,
+    status: ToolCallStatus,
+    result: str,
+    decided_by: str | None = None,
+    reason: str = "",
+) -> ChatToolCall:
+    """Records how a call ended (its result, or why it never ran) and tells the session's stream; the first
+    record wins."""
+    now = timezone.now()
+    with transaction.atomic():
+        row = ChatToolCall.objects.select_for_update().get(session__session_id=session_id, call_id=call_id)
+        if ToolCallStatus(row.status).finished:
+            return row
+        row.status, row.result, row.finished_at = status, result, now
+        if decided_by is not None:
+            row.decided_by_id, row.decided_at, row.reason = decided_by, now, reason
+        row.save()
+    get_event_log().append(session_id, [_result_event(session_id, row)])
+    return row
+
+
+def _call_event(session_id: str, row: ChatToolCall) -> Event:
+    data = {"turn": row.reply_seq, "call_id": row.call_id, "name": row.name, "args": row.args, "status": row.status}
+    return Event(session_id, ChatEvent.Type.TOOL_CALL, data, key=f"tool_call:{row.call_id}:{row.status}")
+
+
+def _result_event(session_id: str, row: ChatToolCall) -> Event:
+    data = {
+        **{"turn": row.reply_seq, "call_id": row.call_id, "name": row.name, "args": row.args},
+        **{"status": row.status, "result": row.result[:EVENT_RESULT_CHARS]},
+    }
+    return Event(session_id, ChatEvent.Type.TOOL_RESULT, data, key=f"tool_result:{row.call_id}")
 
 
 def session_record_end(*, end: SessionEnd) -> None:

@@ -18,6 +18,10 @@ EVENT_DATA = {
     EventType.MESSAGE: "a stored message or reply: the same JSON as the messages endpoint gives it (`Message`)",
     EventType.DELTA: "reply text as it is written: `turn` (the reply's seq), `attempt`, `text` (append it)",
     EventType.RESET: "a retried attempt writes its reply again: `turn`, `attempt` (drop that turn's text so far)",
+    EventType.TOOL_CALL: "the assistant calls a tool: `turn`, `call_id`, `name`, `args`, `status` (`running`, or "
+    "`awaiting_approval`: approve or deny it at `tool-calls/{call_id}/approve/` or `.../deny/`)",
+    EventType.TOOL_RESULT: "a tool call ended: `turn`, `call_id`, `name`, `args`, `status` (`done`, `failed`, "
+    "`denied`, `expired` or `unknown`), `result` (its first 500 characters; the whole at `tool-calls/`)",
     EventType.TURN_FAILED: "the reply could not be written: `turn`, `detail`; after the reply's `message`, whose "
     "status is failed",
     EventType.SESSION_ENDED: "the session ended: `status`, `ended_at`; then the stream ends",

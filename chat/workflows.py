@@ -14,30 +14,45 @@ from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from chat.types import (
+        ASSISTANT_TOOLS_PATCH,
         ASSISTANT_TURNS_PATCH,
         CLIENT_UPDATE_PREFIX,
+        FINISH_TURN,
         INVALID_MESSAGE,
         LOG_SESSION_END,
         LOG_SESSION_START,
         PERSIST_MESSAGE,
+        RUN_TOOL,
         RUN_TURN,
         SESSION_ENDED,
         STORE_MESSAGE,
         STORE_MESSAGE_PATCH,
+        TAKE_MODEL_STEP,
+        TOOL_CALL_NOT_WAITING,
         TRIM_EVENT_LOG,
         ChatMessageData,
+        Decision,
         EventRetention,
         KeyedMessage,
         MessageRecord,
         MessageStatus,
+        ModelStep,
         Role,
         SessionCarry,
         SessionEnd,
         SessionOptions,
         SessionState,
         SessionStatus,
+        StepResult,
+        ToolCallRef,
+        ToolDecision,
+        ToolOutcome,
+        ToolRun,
         Turn,
+        TurnEnd,
+        TurnProgress,
         TurnResult,
+        tool_call_prefix,
     )
 
 T = TypeVar("T")
@@ -51,6 +66,12 @@ DB_RETRY = RetryPolicy(
 
 # How many client-keyed messages a session remembers for deduplicating retries across continue-as-new.
 KEYED_MESSAGES_KEPT = 100
+# How many tool-call decisions and outcomes a run remembers (for decide_tool_call's answers).
+DECISIONS_KEPT = 50
+
+
+class _Interrupted(Exception):
+    """The reply was stopped, or the session ended, between the steps of a turn."""
 
 
 def workflow_id_for(session_id: str) -> str:
@@ -87,8 +108,13 @@ class ChatSessionWorkflow:
         # User messages waiting for the assistant's reply, answered one at a time, oldest first.
         self.pending_turns: list[Turn] = list(carry.pending_turns) if carry else []
         self.unstored: set[int] = set()  # user messages numbered but not yet stored (none at continue-as-new)
-        self.turn: ActivityHandle[TurnResult] | None = None
+        self.turn: ActivityHandle | None = None  # the reply's activity (its model step) while one runs
         self.last_reply_status: MessageStatus | None = None
+        # The turn of pending_turns[0] when it runs as model steps and tool calls (carried over continue-as-new).
+        self.progress: TurnProgress | None = carry.turn_progress if carry else None
+        self.stopping = False  # the user pressed Stop: the turn ends at its next step
+        self.decisions: dict[str, ToolDecision] = {}
+        self.outcomes: dict[str, ToolOutcome] = {}
 
     @workflow.run
     async def run(
@@ -192,16 +218,58 @@ class ChatSessionWorkflow:
     @workflow.update
     async def stop_reply(self) -> bool:
         """Stops the reply being written, keeping what it wrote; False when none was (or it finished first)."""
-        if self.turn is None:
+        if self.turn is None and self.progress is None:
             return False
         stopping = self.pending_turns[0].reply_seq
-        self.turn.cancel()
+        self.stopping = True
+        if self.turn is not None:
+            self.turn.cancel()
         await workflow.wait_condition(lambda: not self.pending_turns or self.pending_turns[0].reply_seq != stopping)
         return self.last_reply_status == MessageStatus.STOPPED
 
     @stop_reply.validator
     def _validate_stop_reply(self) -> None:
         self._require_active()
+
+    @workflow.update
+    async def decide_tool_call(self, decision: ToolDecision) -> ToolOutcome:
+        """Approves or denies the tool call that waits for the user; answers once the call has run (or not)."""
+        self.decisions[decision.call_id] = decision
+        _forget_oldest(self.decisions, DECISIONS_KEPT)
+        await workflow.wait_condition(
+            lambda: decision.call_id in self.outcomes or not self._call_pending(decision.call_id)
+        )
+        if decision.call_id not in self.outcomes:  # the step that was reporting it did not ask for it
+            raise ApplicationError(self._not_waiting(decision.call_id), type=TOOL_CALL_NOT_WAITING)
+        return self.outcomes[decision.call_id]
+
+    @decide_tool_call.validator
+    def _validate_decide_tool_call(self, decision: ToolDecision) -> None:
+        self._require_active()
+        known = decision.call_id == self._awaiting_approval()
+        # A client may see the call (the step's activity tells the event log) a moment before the workflow has the
+        # step's result: a decision for a call of the step being reported waits for it in the handler.
+        reported = self.turn is not None and self._of_current_step(decision.call_id)
+        if decision.call_id in self.decisions or not (known or reported):
+            raise ApplicationError(self._not_waiting(decision.call_id), type=TOOL_CALL_NOT_WAITING)
+
+    def _not_waiting(self, call_id: str) -> str:
+        return f"Tool call {call_id!r} is not waiting for a decision."
+
+    def _of_current_step(self, call_id: str) -> bool:
+        return (
+            self.progress is not None
+            and bool(self.pending_turns)
+            and call_id.startswith(tool_call_prefix(self.pending_turns[0].reply_seq, self.progress.steps))
+        )
+
+    def _call_pending(self, call_id: str) -> bool:
+        """Whether the turn may still run this call: it is among the step's calls, or its step is being reported."""
+        if self.progress is None:
+            return False
+        if any(call.call_id == call_id for call in self.progress.calls):
+            return True
+        return self.turn is not None and self._of_current_step(call_id)
 
     @workflow.query
     def get_state(self) -> SessionState:
@@ -217,9 +285,16 @@ class ChatSessionWorkflow:
             last_activity_at=self.last_activity_at,
             ended_at=self.ended_at,
             idle_timeout_seconds=self.options.idle_timeout_seconds,
-            writing_reply=self.pending_turns[0].reply_seq if self.turn else None,
+            writing_reply=self.pending_turns[0].reply_seq if self.turn or self.progress else None,
             replies_pending=len(self.pending_turns),
+            awaiting_approval=self._awaiting_approval(),
         )
+
+    def _awaiting_approval(self) -> str | None:
+        """The id of the tool call that waits for the user's decision, if one does."""
+        if self.progress is None or not self.progress.calls or self.progress.approval_deadline is None:
+            return None
+        return self.progress.calls[0].call_id
 
     def _require_active(self) -> None:
         if self.status != SessionStatus.ACTIVE:
@@ -232,6 +307,7 @@ class ChatSessionWorkflow:
         if self.turn is not None:  # the reply being written stops, and is kept as far as it got
             self.turn.cancel()
             await workflow.wait_condition(lambda: self.turn is None)
+        await workflow.wait_condition(lambda: self.progress is None)  # a turn between its steps ends at the next
         # Messages already accepted are stored before the end is, so the record never counts a missing message.
         await workflow.wait_condition(lambda: self.persisting == 0)
         await workflow.wait_condition(lambda: self.start_logged)
@@ -244,30 +320,21 @@ class ChatSessionWorkflow:
         if self.status != SessionStatus.ACTIVE:  # ended meanwhile: the message stays unanswered
             self.pending_turns.pop(0)
             return
-        self.turn = workflow.start_activity(
-            RUN_TURN,
-            turn,
-            result_type=TurnResult,
-            start_to_close_timeout=timedelta(seconds=self.options.turn_timeout_seconds),
-            heartbeat_timeout=timedelta(seconds=self.options.turn_heartbeat_seconds),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                backoff_coefficient=2.0,
-                maximum_interval=timedelta(seconds=30),
-                maximum_attempts=self.options.turn_attempts,
-            ),
-            # A stop reaches the activity through its heartbeat; it stores what it wrote before it ends.
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary=f"reply {turn.reply_seq} to message {turn.user_seq}",
-        )
+        if self.progress is not None or workflow.patched(ASSISTANT_TOOLS_PATCH):
+            await self._take_turn(turn, self.progress or TurnProgress())
+        else:
+            await self._run_turn(turn)
+        self.pending_turns.pop(0)
+        self._show()
+
+    async def _run_turn(self, turn: Turn) -> None:
+        """The whole reply in one activity, as histories recorded before the assistant-tools patch have it."""
+        self.turn = workflow.start_activity(RUN_TURN, turn, result_type=TurnResult, **self._turn_activity())
         self._show()
         try:
-            result = await self.turn
-            self.last_activity_at = result.completed_at  # the stored reply's time, so record and state agree
-            self.last_reply_status = result.status
+            self._replied(await self.turn)
         except ActivityError as failure:
-            stopped = isinstance(failure.cause, CancelledError)
-            status = MessageStatus.STOPPED if stopped else MessageStatus.FAILED
+            status = MessageStatus.STOPPED if isinstance(failure.cause, CancelledError) else MessageStatus.FAILED
             # The first write of a seq wins: a stop the activity already stored, with its text, stays as it is.
             reply = ChatMessageData(turn.reply_seq, Role.ASSISTANT, "", workflow.now(), status=status)
             self.last_activity_at = reply.created_at
@@ -275,8 +342,160 @@ class ChatSessionWorkflow:
             await self._store(reply)
         finally:
             self.turn = None
-        self.pending_turns.pop(0)
+
+    async def _take_turn(self, turn: Turn, progress: TurnProgress) -> None:
+        """The reply as a loop: a model step, then each tool call it asked for (one activity each; a call that needs
+        approval first waits here for the user's decision), then the next step, until the model answers with text.
+        Stopped or ended between steps, the calls not yet run are settled as not run and the reply is stored with
+        the text its steps wrote."""
+        self.progress = progress
+        self.stopping = False
+        try:
+            while True:
+                if self._interrupted():
+                    raise _Interrupted
+                if not progress.calls:
+                    step = await self._model_step(turn, progress)
+                    if step.reply is not None:
+                        self._replied(step.reply)
+                        return
+                    progress.calls = list(step.calls)
+                    progress.tokens_in += step.tokens_in
+                    progress.tokens_out += step.tokens_out
+                    continue
+                call = progress.calls[0]
+                if not call.finished:
+                    await self._run_tool(call, progress)
+                progress.calls.pop(0)
+        except _Interrupted:
+            await self._end_turn(turn, progress, MessageStatus.STOPPED)
+        except ActivityError as failure:  # the model step failed after its retries, or was cancelled (Stop, end)
+            stopped = isinstance(failure.cause, CancelledError)
+            await self._end_turn(turn, progress, MessageStatus.STOPPED if stopped else MessageStatus.FAILED)
+        finally:
+            self.progress = None
+
+    async def _model_step(self, turn: Turn, progress: TurnProgress) -> StepResult:
+        step = ModelStep(
+            turn.session_id,
+            turn.user_seq,
+            turn.reply_seq,
+            step=progress.steps,
+            calls_left=max(0, self.options.max_tool_calls - progress.calls_made),
+            tokens_in=progress.tokens_in,
+            tokens_out=progress.tokens_out,
+        )
+        self.turn = workflow.start_activity(
+            TAKE_MODEL_STEP,
+            step,
+            result_type=StepResult,
+            **self._turn_activity(),
+            summary=f"reply {turn.reply_seq}, step {progress.steps + 1}",
+        )
         self._show()
+        try:
+            result = await self.turn
+        finally:
+            self.turn = None
+        progress.steps += 1
+        return result
+
+    async def _run_tool(self, call: ToolCallRef, progress: TurnProgress) -> None:
+        kind: Decision | None = None  # None: a call that needs no decision
+        decision: ToolDecision | None = None  # the user's, when they made it
+        if progress.calls_made >= self.options.max_tool_calls:
+            kind = Decision.OVER_LIMIT
+        elif call.needs_approval:
+            kind, decision = await self._decision(call, progress)
+        if kind != Decision.OVER_LIMIT:
+            progress.calls_made += 1
+        run = ToolRun(
+            self.session_id,
+            call.call_id,
+            call.name,
+            decision=kind,
+            decided_by=decision.decided_by if decision else None,
+            reason=decision.reason if decision else "",
+        )
+        outcome = await workflow.execute_activity(
+            RUN_TOOL,
+            run,
+            result_type=ToolOutcome,
+            start_to_close_timeout=timedelta(seconds=self.options.turn_timeout_seconds),
+            heartbeat_timeout=timedelta(seconds=self.options.turn_heartbeat_seconds),
+            retry_policy=DB_RETRY,
+            summary=call.name if kind in (None, Decision.APPROVED) else f"{call.name} ({kind.value})",
+        )
+        progress.approval_deadline = None
+        self.outcomes[call.call_id] = outcome
+        _forget_oldest(self.outcomes, DECISIONS_KEPT)
+        self._show()
+
+    async def _decision(self, call: ToolCallRef, progress: TurnProgress) -> tuple[Decision, ToolDecision | None]:
+        """Waits for the user to approve or deny the call, for at most the approval timeout (carried over
+        continue-as-new, which may happen meanwhile)."""
+        if progress.approval_deadline is None:
+            progress.approval_deadline = workflow.now() + timedelta(seconds=self.options.tool_approval_timeout_seconds)
+        self._show()
+        while call.call_id not in self.decisions:
+            left = (progress.approval_deadline - workflow.now()).total_seconds()
+            if left <= 0:
+                return Decision.EXPIRED, None
+            if self._interrupted():
+                raise _Interrupted
+            if self._continue_as_new_due() and workflow.all_handlers_finished():
+                workflow.continue_as_new(args=[self.user_id, self.session_id, self.options, self._carry()])
+            try:
+                await workflow.wait_condition(
+                    lambda: (
+                        call.call_id in self.decisions
+                        or self._interrupted()
+                        or (self._continue_as_new_due() and workflow.all_handlers_finished())
+                    ),
+                    timeout=left,
+                    timeout_summary=f"approval of {call.name}",
+                )
+            except TimeoutError:
+                pass
+        decision = self.decisions[call.call_id]
+        return Decision.APPROVED if decision.approve else Decision.DENIED, decision
+
+    async def _end_turn(self, turn: Turn, progress: TurnProgress, status: MessageStatus) -> None:
+        """Settles the calls not yet run, then stores the reply as far as its steps wrote it."""
+        for call in progress.calls:
+            if not call.finished:
+                self.outcomes[call.call_id] = await workflow.execute_activity(
+                    RUN_TOOL,
+                    ToolRun(self.session_id, call.call_id, call.name, decision=Decision.STOPPED),
+                    result_type=ToolOutcome,
+                    **self._db(),
+                    summary=f"{call.name} ({Decision.STOPPED.value})",
+                )
+        _forget_oldest(self.outcomes, DECISIONS_KEPT)
+        progress.calls.clear()
+        end = TurnEnd(self.session_id, turn.reply_seq, status, progress.tokens_in, progress.tokens_out)
+        self._replied(await workflow.execute_activity(FINISH_TURN, end, result_type=TurnResult, **self._db()))
+
+    def _replied(self, result: TurnResult) -> None:
+        self.last_activity_at = result.completed_at  # the stored reply's time, so record and state agree
+        self.last_reply_status = result.status
+
+    def _interrupted(self) -> bool:
+        return self.stopping or self.status != SessionStatus.ACTIVE
+
+    def _turn_activity(self) -> dict:
+        return {
+            "start_to_close_timeout": timedelta(seconds=self.options.turn_timeout_seconds),
+            "heartbeat_timeout": timedelta(seconds=self.options.turn_heartbeat_seconds),
+            "retry_policy": RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=30),
+                maximum_attempts=self.options.turn_attempts,
+            ),
+            # A stop reaches the activity through its heartbeat; it stores what it wrote before it ends.
+            "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        }
 
     async def _store(self, message: ChatMessageData) -> None:
         if workflow.patched(STORE_MESSAGE_PATCH):
@@ -304,15 +523,24 @@ class ChatSessionWorkflow:
             last_activity_at=self.last_activity_at,
             keyed_messages=[KeyedMessage(key, message) for key, message in self.keyed.items()],
             pending_turns=list(self.pending_turns),
+            turn_progress=self.progress,
         )
 
     def _show(self) -> None:
         last = self.last_activity_at.isoformat(timespec="seconds") if self.last_activity_at else "none yet"
         writing = f"writing reply {self.pending_turns[0].reply_seq} · " if self.turn else ""
+        awaiting = self._awaiting_approval()
+        if awaiting:
+            writing = f"reply {self.pending_turns[0].reply_seq} awaits approval of {self.progress.calls[0].name} · "
         workflow.set_current_details(
             f"**{self.status.value}** · {self.message_count} message{'' if self.message_count == 1 else 's'} · "
             f"{writing}last message {last} · idle timeout {self.options.idle_timeout_seconds:g}s"
         )
+
+
+def _forget_oldest(kept: dict, limit: int) -> None:
+    while len(kept) > limit:
+        del kept[next(iter(kept))]
 
 
 @workflow.defn

@@ -18,8 +18,9 @@ from temporalio import activity  # noqa: E402
 from temporalio.client import Client, WorkflowHandle  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from chat.types import RUN_TURN, SessionOptions, Turn, TurnResult  # noqa: E402
+from chat.types import TAKE_MODEL_STEP, ModelStep, SessionOptions, StepResult, ToolCallRef, ToolDecision  # noqa: E402
 from chat.workflows import ChatSessionWorkflow  # noqa: E402
+from tests.conftest import wait_until  # noqa: E402
 from tests.test_workflows import FakeDatabase, answered, run_ids, session  # noqa: E402
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -66,24 +67,62 @@ async def record(client: Client) -> None:
         await h.result()
         await save(client, "keyed-retry", h)
 
-    start, persist, end, _ = db.activities()
     writing = asyncio.Event()
 
-    @activity.defn(name=RUN_TURN)
-    async def endless_turn(turn: Turn) -> TurnResult:
+    @activity.defn(name=TAKE_MODEL_STEP)
+    async def endless_turn(step: ModelStep) -> StepResult:
         writing.set()
         while True:  # until the stop's cancel arrives with a heartbeat's answer
             activity.heartbeat()
             await asyncio.sleep(0.05)
 
     options = SessionOptions(idle_timeout_seconds=3600, turn_heartbeat_seconds=1)
-    async with session(client, [start, persist, end, endless_turn], options) as h:
+    async with session(client, db.activities(take_model_step=endless_turn), options) as h:
         await h.execute_update(ChatSessionWorkflow.post_message, "go on forever")
         await writing.wait()
         await h.execute_update(ChatSessionWorkflow.stop_reply)
         await h.execute_update(ChatSessionWorkflow.end_session)
         await h.result()
         await save(client, "reply-stopped", h)
+
+    await record_tool_calls(client)
+
+
+async def record_tool_calls(client: Client) -> None:
+    email = ToolCallRef("call-2-0-1", "send_email", needs_approval=True)
+    db = FakeDatabase(calls={2: [ToolCallRef("call-2-0-0", "search_chats"), email]})
+    async with session(client, db.activities(), SessionOptions(idle_timeout_seconds=3600)) as h:
+        await h.execute_update(ChatSessionWorkflow.post_message, "search, then email me")
+        await wait_until(lambda: h.query(ChatSessionWorkflow.get_state), lambda s: s.awaiting_approval)
+        await h.execute_update(ChatSessionWorkflow.decide_tool_call, ToolDecision(email.call_id, True, "7"))
+        await answered(h)
+        await h.execute_update(ChatSessionWorkflow.end_session, "7")
+        await h.result()
+        await save(client, "tool-calls-approved", h)
+
+    db = FakeDatabase(calls={2: [email]})
+    options = SessionOptions(idle_timeout_seconds=3600, max_messages_per_run=1)
+    async with session(client, db.activities(), options) as h:  # continue-as-new while the approval waits
+        await h.execute_update(ChatSessionWorkflow.post_message, "email me")
+        await wait_until(lambda: run_ids(client, h), lambda runs: len(runs) == 2)
+        await wait_until(lambda: h.query(ChatSessionWorkflow.get_state), lambda s: s.awaiting_approval)
+        await h.execute_update(ChatSessionWorkflow.decide_tool_call, ToolDecision(email.call_id, False, "7", "no"))
+        await answered(h)
+        await h.execute_update(ChatSessionWorkflow.end_session, "7")
+        await h.result()
+        await save(client, "approval-continue-as-new", h)
+
+    db = FakeDatabase(calls={2: [email], 4: [ToolCallRef("call-4-0-0", "send_email", needs_approval=True)]})
+    options = SessionOptions(idle_timeout_seconds=3600, tool_approval_timeout_seconds=1)
+    async with session(client, db.activities(), options) as h:  # one approval expires, one is stopped
+        await h.execute_update(ChatSessionWorkflow.post_message, "email me")
+        await answered(h)
+        await h.execute_update(ChatSessionWorkflow.post_message, "again")
+        await wait_until(lambda: h.query(ChatSessionWorkflow.get_state), lambda s: s.awaiting_approval)
+        await h.execute_update(ChatSessionWorkflow.stop_reply)
+        await h.execute_update(ChatSessionWorkflow.end_session, "7")
+        await h.result()
+        await save(client, "approval-expired-then-stopped", h)
 
 
 async def main() -> None:

@@ -379,7 +379,7 @@ def test_a_worker_killed_mid_reply_is_replaced_and_the_stream_resumes_with_a_res
     assert reset.at - killed_at < 5.0
     assert reply_text(before + after, 2) == words == after[-1].data["content"]
     assert list(ChatMessage.objects.filter(role="assistant").values_list("seq", "content")) == [(2, words)]
-    assert "run_turn session_id=killed reply_seq=2 attempt=2" in second.output()
+    assert "model step session_id=killed reply_seq=2 step=0 attempt=2" in second.output()
 
 
 @pytest.mark.temporal  # restarts a dev server of its own

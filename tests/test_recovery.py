@@ -100,7 +100,7 @@ def test_two_workers_one_killed_mid_reply_the_other_completes_it_within_5_second
         # kill, the turn's heartbeat timeout can be 2 s at most.
         chat = web(TEMPORAL_TASK_QUEUE=queue, CHAT_TURN_HEARTBEAT_TIMEOUT="2")
         before = mid_reply(chat, assistant_model, "shared")
-        started = "run_turn session_id=shared reply_seq=2 attempt=1"
+        started = "model step session_id=shared reply_seq=2 step=0 attempt=1"
         killed = next(worker for worker in workers if started in worker.output())
         survivor = next(worker for worker in workers if worker is not killed)
         killed.kill()
@@ -120,5 +120,5 @@ def test_two_workers_one_killed_mid_reply_the_other_completes_it_within_5_second
     assert after[-1].at - killed_at < 5.0
     assert resets(before + after) == [{"turn": 2, "attempt": 2}]
     assert after[-1].data["content"] == WORDS
-    assert "run_turn session_id=shared reply_seq=2 attempt=2" in survivor.output()
+    assert "model step session_id=shared reply_seq=2 step=0 attempt=2" in survivor.output()
     assert list(ChatMessage.objects.filter(seq=2).values_list("role", "content")) == [("assistant", WORDS)]

@@ -17,20 +17,32 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from chat.types import (
+    FINISH_TURN,
     INVALID_MESSAGE,
     LOG_SESSION_END,
     LOG_SESSION_START,
-    RUN_TURN,
+    RUN_TOOL,
     SESSION_ENDED,
     STORE_MESSAGE,
+    TAKE_MODEL_STEP,
+    TOOL_CALL_NOT_WAITING,
     ChatMessageData,
+    Decision,
     MessageRecord,
     MessageStatus,
+    ModelStep,
     SessionEnd,
     SessionOptions,
     SessionState,
     SessionStatus,
+    StepResult,
+    ToolCallRef,
+    ToolCallStatus,
+    ToolDecision,
+    ToolOutcome,
+    ToolRun,
     Turn,
+    TurnEnd,
     TurnResult,
 )
 from chat.workflows import ChatSessionWorkflow, workflow_id_for
@@ -51,8 +63,13 @@ class FakeDatabase:
     messages: list[ChatMessageData] = field(default_factory=list)
     ends: list[SessionEnd] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)
+    # Tool calls the model asks for, by reply seq: a reply's first step asks for them, its second answers.
+    calls: dict[int, list[ToolCallRef]] = field(default_factory=dict)
+    tool_runs: list[ToolRun] = field(default_factory=list)
 
-    def activities(self) -> list:
+    def activities(self, **replacing: object) -> list:
+        """The activities, with any replaced by name (`log_session_end=slow_end`)."""
+
         @activity.defn(name=LOG_SESSION_START)
         async def log_session_start(user_id: str, session_id: str, started_at: datetime | None = None) -> str:
             self.starts.append((user_id, session_id))
@@ -66,14 +83,31 @@ class FakeDatabase:
         async def log_session_end(end: SessionEnd) -> None:
             self.ends.append(end)
 
-        @activity.defn(name=RUN_TURN)
-        async def run_turn(turn: Turn) -> TurnResult:
-            self.turns.append(turn)
-            reply = ChatMessageData(turn.reply_seq, "assistant", f"re {turn.user_seq}", workflow_now(), model="fake")
+        @activity.defn(name=TAKE_MODEL_STEP)
+        async def take_model_step(step: ModelStep) -> StepResult:
+            if step.step == 0 and step.reply_seq in self.calls:
+                return StepResult(calls=self.calls[step.reply_seq], tokens_in=1, tokens_out=1)
+            self.turns.append(Turn(step.session_id, step.user_seq, step.reply_seq))
+            reply = ChatMessageData(step.reply_seq, "assistant", f"re {step.user_seq}", workflow_now(), model="fake")
             self.messages.append(reply)
-            return TurnResult(turn.reply_seq, MessageStatus.COMPLETE, "fake", 1, 2, reply.created_at)
+            return StepResult(reply=TurnResult(step.reply_seq, MessageStatus.COMPLETE, "fake", 1, 2, reply.created_at))
 
-        return [log_session_start, store_message, log_session_end, run_turn]
+        @activity.defn(name=FINISH_TURN)
+        async def finish_turn(end: TurnEnd) -> TurnResult:
+            reply = ChatMessageData(end.reply_seq, "assistant", "", workflow_now(), status=end.status)
+            self.messages.append(reply)
+            return TurnResult(end.reply_seq, end.status, "fake", 0, 0, reply.created_at)
+
+        @activity.defn(name=RUN_TOOL)
+        async def run_tool(run: ToolRun) -> ToolOutcome:
+            self.tool_runs.append(run)
+            settled = {Decision.DENIED: ToolCallStatus.DENIED, Decision.EXPIRED: ToolCallStatus.EXPIRED}
+            failed = run.decision in (Decision.STOPPED, Decision.OVER_LIMIT)
+            status = ToolCallStatus.FAILED if failed else settled.get(run.decision, ToolCallStatus.DONE)
+            return ToolOutcome(run.call_id, status)
+
+        defined = [log_session_start, store_message, log_session_end, take_model_step, finish_turn, run_tool]
+        return [replacing.pop(fn.__name__, fn) for fn in defined] + list(replacing.values())
 
     def user_messages(self) -> list[ChatMessageData]:
         return [m for m in self.messages if m.role == "user"]
@@ -235,14 +269,13 @@ async def test_rejected_updates_leave_no_trace_in_history(dev_client):
 async def test_messages_and_a_second_end_are_rejected_while_the_session_is_ending(dev_client):
     db = FakeDatabase()
     release = asyncio.Event()
-    start, persist, _, turn = db.activities()
 
     @activity.defn(name=LOG_SESSION_END)
     async def slow_end(end: SessionEnd) -> None:
         await release.wait()
         db.ends.append(end)
 
-    async with session(dev_client, [start, persist, slow_end, turn], NO_IDLE) as handle:
+    async with session(dev_client, db.activities(log_session_end=slow_end), NO_IDLE) as handle:
         ending = asyncio.create_task(handle.execute_update(ChatSessionWorkflow.end_session))
         await wait_until(lambda: handle.query(ChatSessionWorkflow.get_state), lambda s: s.status == "ended")
         with pytest.raises(WorkflowUpdateFailedError) as post:
@@ -362,11 +395,10 @@ async def test_a_nul_character_is_refused_by_the_workflow_itself(dev_client):
 
 async def test_stop_cancels_the_reply_being_written_which_keeps_its_text_and_the_session_stays_open(dev_client):
     db = FakeDatabase()
-    start, persist, end, _ = db.activities()
     writing = asyncio.Event()
 
-    @activity.defn(name=RUN_TURN)
-    async def endless_turn(turn: Turn) -> TurnResult:
+    @activity.defn(name=TAKE_MODEL_STEP)
+    async def endless_turn(turn: ModelStep) -> StepResult:
         writing.set()
         try:
             while True:  # writes until stopped; the stop arrives with a heartbeat's answer
@@ -377,7 +409,7 @@ async def test_stop_cancels_the_reply_being_written_which_keeps_its_text_and_the
             raise
 
     options = SessionOptions(idle_timeout_seconds=3600, turn_heartbeat_seconds=1)
-    async with session(dev_client, [start, persist, end, endless_turn], options) as handle:
+    async with session(dev_client, db.activities(take_model_step=endless_turn), options) as handle:
         posted = await handle.execute_update(ChatSessionWorkflow.post_message, "tell me everything")
         await asyncio.wait_for(writing.wait(), 10)
         stopped = await handle.execute_update(ChatSessionWorkflow.stop_reply)
@@ -395,18 +427,18 @@ async def test_stop_cancels_the_reply_being_written_which_keeps_its_text_and_the
 
 async def test_a_reply_that_fails_every_attempt_is_recorded_as_failed_and_the_next_message_is_answered(dev_client):
     db = FakeDatabase()
-    start, persist, end, working_turn = db.activities()
+    working_turn = db.activities()[3]
     attempts: list[int] = []
 
-    @activity.defn(name=RUN_TURN)
-    async def flaky_turn(turn: Turn) -> TurnResult:
+    @activity.defn(name=TAKE_MODEL_STEP)
+    async def flaky_turn(turn: ModelStep) -> StepResult:
         attempts.append(activity.info().attempt)
         if turn.user_seq == 1:
             raise ApplicationError("the model is down")
         return await working_turn(turn)
 
     options = SessionOptions(idle_timeout_seconds=3600, turn_attempts=2)
-    async with session(dev_client, [start, persist, end, flaky_turn], options) as handle:
+    async with session(dev_client, db.activities(take_model_step=flaky_turn), options) as handle:
         await handle.execute_update(ChatSessionWorkflow.post_message, "first")
         await handle.execute_update(ChatSessionWorkflow.post_message, "second")
         state = await answered(handle)
@@ -417,3 +449,83 @@ async def test_a_reply_that_fails_every_attempt_is_recorded_as_failed_and_the_ne
         (4, "assistant", "complete"),
     ]
     assert (state.status, state.message_count) == ("active", 4)
+
+
+SEARCH = ToolCallRef("call-2-0-0", "search_chats")
+EMAIL = ToolCallRef("call-2-0-1", "send_email", needs_approval=True)
+
+
+async def awaiting(handle: WorkflowHandle, call_id: str) -> SessionState:
+    return await wait_until(
+        lambda: handle.query(ChatSessionWorkflow.get_state), lambda state: state.awaiting_approval == call_id
+    )
+
+
+async def test_a_call_that_needs_approval_waits_for_it_and_refused_decisions_leave_no_trace(dev_client):
+    db = FakeDatabase(calls={2: [SEARCH, EMAIL]})
+    async with session(dev_client, db.activities(), NO_IDLE) as handle:
+        await handle.execute_update(ChatSessionWorkflow.post_message, "search, then email me")
+        waiting = await awaiting(handle, EMAIL.call_id)
+        refused = []
+        for call_id in ["call-9-9-9", SEARCH.call_id]:  # unknown; needs no decision
+            with pytest.raises(WorkflowUpdateFailedError) as failure:
+                await handle.execute_update(ChatSessionWorkflow.decide_tool_call, ToolDecision(call_id, True, "7"))
+            refused.append(failure.value.cause)
+        outcome = await handle.execute_update(
+            ChatSessionWorkflow.decide_tool_call, ToolDecision(EMAIL.call_id, True, "7")
+        )
+        with pytest.raises(WorkflowUpdateFailedError) as twice:
+            await handle.execute_update(ChatSessionWorkflow.decide_tool_call, ToolDecision(EMAIL.call_id, False, "7"))
+        final = await answered(handle)
+        events = await event_types(handle)
+
+    assert (waiting.writing_reply, waiting.replies_pending) == (2, 1)
+    assert [cause.type for cause in [*refused, twice.value.cause]] == [TOOL_CALL_NOT_WAITING] * 3
+    assert outcome == ToolOutcome(EMAIL.call_id, ToolCallStatus.DONE)
+    assert [(run.call_id, run.decision, run.decided_by) for run in db.tool_runs] == [
+        (SEARCH.call_id, None, None),
+        (EMAIL.call_id, Decision.APPROVED, "7"),
+    ]
+    assert (final.awaiting_approval, final.message_count) == (None, 2)
+    assert events.count("EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED") == 2  # the message and the one decision
+    assert not [e for e in events if "UPDATE_REJECTED" in e]
+
+
+async def test_a_pending_approval_is_carried_over_continue_as_new_and_decided_in_the_next_run(dev_client):
+    db = FakeDatabase(calls={2: [EMAIL]})
+    options = SessionOptions(idle_timeout_seconds=3600, max_messages_per_run=1)
+    async with session(dev_client, db.activities(), options) as handle:
+        await handle.execute_update(ChatSessionWorkflow.post_message, "email me")
+        await wait_until(lambda: run_ids(dev_client, handle), lambda runs: len(runs) == 2)
+        await awaiting(handle, EMAIL.call_id)
+        outcome = await handle.execute_update(
+            ChatSessionWorkflow.decide_tool_call, ToolDecision(EMAIL.call_id, False, "7", "not now")
+        )
+        final = await answered(handle)
+
+    assert outcome == ToolOutcome(EMAIL.call_id, ToolCallStatus.DENIED)
+    assert [(run.decision, run.reason) for run in db.tool_runs] == [(Decision.DENIED, "not now")]
+    assert [m.seq for m in db.messages if m.role == "assistant"] == [2]
+    assert final.message_count == 2
+
+
+async def test_an_approval_expires_and_a_stop_settles_the_calls_not_run(dev_client):
+    db = FakeDatabase(calls={2: [EMAIL], 4: [ToolCallRef("call-4-0-0", "send_email", needs_approval=True), SEARCH]})
+    options = SessionOptions(idle_timeout_seconds=3600, tool_approval_timeout_seconds=1)
+    async with session(dev_client, db.activities(), options) as handle:
+        await handle.execute_update(ChatSessionWorkflow.post_message, "email me")
+        await answered(handle)  # the approval expires after 1 s
+        again = await handle.execute_update(ChatSessionWorkflow.post_message, "again")
+        await awaiting(handle, "call-4-0-0")
+        stopped = await handle.execute_update(ChatSessionWorkflow.stop_reply)
+        final = await answered(handle)
+
+    assert [(run.call_id, run.decision) for run in db.tool_runs] == [
+        (EMAIL.call_id, Decision.EXPIRED),
+        ("call-4-0-0", Decision.STOPPED),
+        (SEARCH.call_id, Decision.STOPPED),
+    ]
+    assert again.reply_seq == 4
+    assert stopped is True
+    assert [(m.seq, m.status) for m in db.messages if m.role == "assistant"] == [(2, "complete"), (4, "stopped")]
+    assert final.replies_pending == 0

@@ -7,7 +7,7 @@ from temporalio import activity
 
 from chat.events import Event, get_event_log
 from chat.models import ChatEvent
-from chat.types import Turn
+from chat.types import ModelStep, Turn
 
 # Appends to the event log are batched: a client sees the reply in steps of about this long.
 FLUSH_SECONDS = 0.05
@@ -23,9 +23,10 @@ class ReplyStream:
     appends what is left before anything else (the stored reply's event) goes to the log.
     """
 
-    def __init__(self, turn: Turn, attempt: int) -> None:
+    def __init__(self, turn: Turn | ModelStep, attempt: int, written: str = "") -> None:
         self.turn = turn
         self.attempt = attempt
+        self.written = written  # the text of the turn's earlier model steps, which a reset must not lose
         self.text = ""
         self._pending = ""
         self._log = get_event_log()
@@ -39,9 +40,11 @@ class ReplyStream:
     async def start(self) -> None:
         # Its own task: a heartbeat must not wait behind appends, or a turn that is alive could time out.
         self._beat = asyncio.create_task(self._keep_beating())
-        if self.attempt > 1:  # clients drop this turn's text so far: the reply is written again
+        if self.attempt > 1:  # clients drop this turn's text so far: the step is written again, after the earlier ones
             try:
                 await self._append(ChatEvent.Type.RESET)
+                if self.written:
+                    await self._append(ChatEvent.Type.DELTA, text=self.written)
             except BaseException:
                 await self.close()
                 raise
