@@ -10,6 +10,8 @@ __all__ = [
     "SessionNotFound",
     "TemporalUnavailable",
     "TokenBudgetExceeded",
+    "ToolCallNotFound",
+    "ToolCallNotWaiting",
     "UnknownUser",
     "WorkflowUnreadable",
 ]
@@ -67,3 +69,15 @@ class ReplyPending(Exception):
             f"Reply {seq} of session {session_id!r} is still being written after {waited:g}s. Follow it on "
             f"/api/sessions/{session_id}/events/, or read it later from /api/sessions/{session_id}/messages/."
         )
+
+
+class ToolCallNotFound(Exception):
+    def __init__(self, call_id: str) -> None:
+        super().__init__(f"Tool call {call_id!r} not found in this session.")
+
+
+class ToolCallNotWaiting(Exception):
+    """The tool call was decided already, or never needed a decision."""
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(f"Tool call {call_id!r} is not waiting for a decision.")

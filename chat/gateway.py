@@ -5,6 +5,7 @@ translated here into the app's own exceptions.
 one through `call(SessionGateway.post, ...)`.
 """
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
 )
 from temporalio.common import (
     SearchAttributeKey,
@@ -36,15 +38,19 @@ from chat.exceptions import (
     SessionExists,
     SessionNotFound,
     TemporalUnavailable,
+    ToolCallNotWaiting,
     WorkflowUnreadable,
 )
 from chat.types import (
     CLIENT_UPDATE_PREFIX,
     INVALID_MESSAGE,
     SESSION_ENDED,
+    TOOL_CALL_NOT_WAITING,
     ChatMessageData,
     SessionOptions,
     SessionState,
+    ToolDecision,
+    ToolOutcome,
 )
 from chat.workflows import ChatSessionWorkflow, workflow_id_for
 from temporal_integration.client import run_on_client, unavailable
@@ -157,6 +163,28 @@ class SessionGateway:
                 ChatSessionWorkflow.stop_reply, rpc_timeout=self._timeout
             )
 
+    async def decide(self, *, session_id: str, decision: ToolDecision) -> ToolOutcome | None:
+        """Approves or denies the tool call that waits for a decision. Answers with its outcome once the call has
+        run or been settled, or None when that takes longer than the RPC timeout (the decision stands; the result
+        follows on the event stream). ToolCallNotWaiting if the call doesn't wait (decided already, or it needs no
+        decision)."""
+        with _translated(session_id):
+            try:
+                # A rejection (the validator's) completes the update at once: start_update or result() raises it.
+                update = await self._handle(session_id).start_update(
+                    ChatSessionWorkflow.decide_tool_call,
+                    decision,
+                    wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                    rpc_timeout=self._timeout,
+                )
+                return await asyncio.wait_for(update.result(), self._timeout.total_seconds())
+            except WorkflowUpdateFailedError as exc:
+                if isinstance(exc.cause, ApplicationError) and exc.cause.type == TOOL_CALL_NOT_WAITING:
+                    raise ToolCallNotWaiting(decision.call_id) from exc
+                raise
+            except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+                return None  # accepted: the decision stands, and the call's result follows on the event stream
+
     async def state(self, *, session_id: str) -> SessionState:
         """The running workflow's own view of the session; SessionNotFound if there is no such workflow."""
         with _translated(session_id, not_found=SessionNotFound):
@@ -191,6 +219,7 @@ def _translated(session_id: str, not_found: Callable[[str], Exception] = Session
             raise SessionEnded(session_id) from exc
         if isinstance(cause, ApplicationError) and cause.type == INVALID_MESSAGE:
             raise InvalidMessage(cause.message) from exc
+
         raise
     except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
         raise TemporalUnavailable(

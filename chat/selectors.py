@@ -1,5 +1,7 @@
 """The chat app's reads, for the web side: the caller's sessions and messages, and what Temporal says of them."""
 
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -8,9 +10,9 @@ from django.utils import timezone
 
 from chat import gateway
 from chat.events import get_event_log
-from chat.exceptions import SessionNotFound, TemporalUnavailable, WorkflowUnreadable
+from chat.exceptions import SessionNotFound, TemporalUnavailable, ToolCallNotFound, WorkflowUnreadable
 from chat.gateway import SessionGateway, WorkflowView
-from chat.models import ChatEvent, ChatMessage, ChatSession
+from chat.models import ChatEvent, ChatMessage, ChatSession, ChatToolCall
 from chat.types import SessionState, SessionStatus
 
 
@@ -111,3 +113,24 @@ def tokens_used_today(user: AbstractBaseUser) -> int:
         total=Sum(F("tokens_in") + F("tokens_out"))
     )
     return used["total"] or 0
+
+
+def tool_calls_of(*, user: AbstractBaseUser, session_id: str) -> QuerySet[ChatToolCall]:
+    session = session_get(user=user, session_id=session_id)
+    return session.tool_calls.select_related("decided_by").order_by("reply_seq", "step", "index")
+
+
+def tool_call_get(*, user: AbstractBaseUser, session_id: str, call_id: str) -> ChatToolCall:
+    try:
+        return tool_calls_of(user=user, session_id=session_id).get(call_id=call_id)
+    except ChatToolCall.DoesNotExist:
+        raise ToolCallNotFound(call_id) from None
+
+
+def tool_calls_by_reply(*, session_id: str, reply_seqs: Iterable[int]) -> dict[int, list[ChatToolCall]]:
+    """The calls of these replies, by reply: one query for a page of messages."""
+    by_reply: dict[int, list[ChatToolCall]] = defaultdict(list)
+    calls = ChatToolCall.objects.filter(session__session_id=session_id, reply_seq__in=list(reply_seqs))
+    for call in calls.select_related("decided_by").order_by("reply_seq", "step", "index"):
+        by_reply[call.reply_seq].append(call)
+    return by_reply

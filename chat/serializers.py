@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from chat.conf import chat_settings
-from chat.models import ChatMessage, ChatSession
+from chat.models import ChatMessage, ChatSession, ChatToolCall
 
 SESSION_ID_REGEX = "[A-Za-z0-9_-]{1,64}"  # also the URLs' (chat.views)
 SESSION_ID_PATTERN = f"^{SESSION_ID_REGEX}$"
@@ -137,10 +137,38 @@ class SessionDetailSerializer(SessionSerializer):
         return LiveStateSerializer(state).data if state else None
 
 
+class ToolCallSerializer(serializers.ModelSerializer):
+    turn = serializers.IntegerField(source="reply_seq", help_text="The seq of the reply whose turn made the call.")
+    args = serializers.JSONField(help_text="The arguments as the model sent them (a string when they were not JSON).")
+    decided_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, help_text="Who approved or denied it (calls that need approval)."
+    )
+
+    class Meta:
+        model = ChatToolCall
+        fields = [
+            *["call_id", "turn", "name", "args", "status", "result", "needs_approval"],
+            *["decided_by", "decided_at", "reason", "created_at", "finished_at"],
+        ]
+
+
 class MessageSerializer(serializers.ModelSerializer):
+    tool_calls = serializers.SerializerMethodField(help_text="An assistant's reply: the tools it called, in order.")
+
     class Meta:
         model = ChatMessage
-        fields = ["seq", "role", "content", "created_at", "status", "model", "tokens_in", "tokens_out"]
+        fields = ["seq", "role", "content", "created_at", "status", "model", "tokens_in", "tokens_out", "tool_calls"]
+
+    @extend_schema_field(ToolCallSerializer(many=True))
+    def get_tool_calls(self, message: ChatMessage) -> list:
+        if message.role != ChatMessage.Role.ASSISTANT:
+            return []
+        by_reply = self.context.get("tool_calls")  # a page of messages reads its calls in one query
+        if by_reply is None:
+            calls = ChatToolCall.objects.filter(session_id=message.session_id, reply_seq=message.seq)
+        else:
+            calls = by_reply.get(message.seq, [])
+        return ToolCallSerializer(calls, many=True).data
 
 
 class SessionEndedSerializer(serializers.Serializer):
@@ -203,6 +231,16 @@ class PostMessageSerializer(StrictSerializer):
         error_messages={"invalid": SESSION_ID_RULE, "blank": SESSION_ID_RULE, **STRING_ERRORS},
     )
     content = content_field()
+
+
+class DecisionSerializer(StrictSerializer):
+    reason = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=1000,
+        help_text="Why (a denial's reason reaches the model: “the user declined: <reason>”).",
+        error_messages=STRING_ERRORS,
+    )
 
 
 class ErrorSerializer(serializers.Serializer):

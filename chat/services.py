@@ -14,9 +14,9 @@ from chat.conf import chat_settings, session_options
 from chat.events import get_event_log
 from chat.exceptions import SessionEnded, SessionExists, SessionNotFound, TokenBudgetExceeded
 from chat.gateway import SessionGateway
-from chat.models import ChatSession
-from chat.selectors import session_require_owner, tokens_used_today
-from chat.types import ChatMessageData, SessionState
+from chat.models import ChatSession, ChatToolCall
+from chat.selectors import session_require_owner, tokens_used_today, tool_call_get
+from chat.types import ChatMessageData, SessionState, ToolDecision
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,22 @@ def session_stop(*, user: AbstractBaseUser, session_id: str) -> bool:
     """Stops the reply being written, keeping what it wrote; the session stays open. False when none was."""
     session_require_owner(user=user, session_id=session_id)
     return gateway.call(SessionGateway.stop, session_id=session_id)
+
+
+def tool_call_decide(
+    *, user: AbstractBaseUser, session_id: str, call_id: str, approve: bool, reason: str = ""
+) -> ChatToolCall:
+    """Approves or denies a tool call of the user's that waits for a decision, through the session's workflow, and
+    returns the call: finished, when it ran (approved) or was settled (denied) within the RPC timeout; else as it
+    stands (its result follows on the event stream). ToolCallNotWaiting when it doesn't wait."""
+    tool_call_get(user=user, session_id=session_id, call_id=call_id)  # the owner's, and this session's
+    decision = ToolDecision(call_id, approve=approve, decided_by=str(user.pk), reason=reason)
+    outcome = gateway.call(SessionGateway.decide, session_id=session_id, decision=decision)
+    logger.info(
+        "tool call decided session_id=%s call_id=%s approve=%s outcome=%s",
+        *(session_id, call_id, approve, outcome.status if outcome else "pending"),
+    )
+    return tool_call_get(user=user, session_id=session_id, call_id=call_id)
 
 
 def _require_token_budget(user: AbstractBaseUser) -> None:

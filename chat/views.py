@@ -9,6 +9,7 @@ from rest_framework.throttling import BaseThrottle, UserRateThrottle
 from chat import selectors, services
 from chat.serializers import (
     SESSION_ID_REGEX,
+    DecisionSerializer,
     ErrorSerializer,
     LiveStateSerializer,
     MessageSerializer,
@@ -19,6 +20,7 @@ from chat.serializers import (
     StartedSessionSerializer,
     StartSessionSerializer,
     StopSerializer,
+    ToolCallSerializer,
     ValidationErrorSerializer,
     WaitSerializer,
 )
@@ -66,6 +68,16 @@ POST_MESSAGE_ERRORS = _errors(
 )
 END_ERRORS = _errors(e409="The session has already ended.", **UNAUTHENTICATED, **NOT_FOUND, **UNAVAILABLE)
 DELETE_ERRORS = _errors(**UNAUTHENTICATED, **NOT_FOUND, **UNAVAILABLE)
+DECIDE_ERRORS = _errors(
+    e400="Malformed JSON, or a reason that isn't a string of at most 1000 characters.",
+    e404="No such session of the caller's, or no such tool call in it.",
+    e409="The call is not waiting for a decision (decided already, or it needs none), or the session has ended.",
+    **UNAUTHENTICATED,
+    **TOO_LARGE,
+    **NOT_JSON,
+    **UNAVAILABLE,
+)
+CALL_ID_REGEX = "[A-Za-z0-9_-]{1,64}"
 STOP_ERRORS = _errors(e409="The session has ended.", **UNAUTHENTICATED, **NOT_FOUND, **UNAVAILABLE)
 WAIT = OpenApiParameter(
     "wait",
@@ -134,7 +146,8 @@ class SessionViewSet(viewsets.GenericViewSet):
     def messages(self, request: Request, session_id: str) -> Response:
         if request.method == "GET":
             page = self.paginate_queryset(selectors.messages_of(user=request.user, session_id=session_id))
-            return self.get_paginated_response(MessageSerializer(page, many=True).data)
+            calls = selectors.tool_calls_by_reply(session_id=session_id, reply_seqs=[message.seq for message in page])
+            return self.get_paginated_response(MessageSerializer(page, many=True, context={"tool_calls": calls}).data)
         wait = WaitSerializer.read(request.query_params)
         payload = PostMessageSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -156,6 +169,35 @@ class SessionViewSet(viewsets.GenericViewSet):
     def stop(self, request: Request, session_id: str) -> Response:
         stopped = services.session_stop(user=request.user, session_id=session_id)
         return Response(StopSerializer({"stopped": stopped}).data)
+
+    @extend_schema(
+        responses={200: ToolCallSerializer(many=True), **_errors(**BAD_PAGE, **UNAUTHENTICATED, **NOT_FOUND)}
+    )
+    @action(detail=True, methods=["get"], url_path="tool-calls")
+    def tool_calls(self, request: Request, session_id: str) -> Response:
+        """The tools the assistant called in this session, oldest first: arguments, status, result, who decided."""
+        page = self.paginate_queryset(selectors.tool_calls_of(user=request.user, session_id=session_id))
+        return self.get_paginated_response(ToolCallSerializer(page, many=True).data)
+
+    @extend_schema(request=DecisionSerializer, responses={200: ToolCallSerializer, **DECIDE_ERRORS})
+    @action(detail=True, methods=["post"], url_path=rf"tool-calls/(?P<call_id>{CALL_ID_REGEX})/approve")
+    def approve(self, request: Request, session_id: str, call_id: str) -> Response:
+        """Approves a tool call that waits for a decision; answers once it has run, with its result."""
+        return self._decide(request, session_id, call_id, approve=True)
+
+    @extend_schema(request=DecisionSerializer, responses={200: ToolCallSerializer, **DECIDE_ERRORS})
+    @action(detail=True, methods=["post"], url_path=rf"tool-calls/(?P<call_id>{CALL_ID_REGEX})/deny")
+    def deny(self, request: Request, session_id: str, call_id: str) -> Response:
+        """Denies a tool call that waits for a decision; the model is told, with the reason, and the reply goes on."""
+        return self._decide(request, session_id, call_id, approve=False)
+
+    def _decide(self, request: Request, session_id: str, call_id: str, *, approve: bool) -> Response:
+        payload = DecisionSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        call = services.tool_call_decide(
+            user=request.user, session_id=session_id, call_id=call_id, approve=approve, **payload.validated_data
+        )
+        return Response(ToolCallSerializer(call).data)
 
     @extend_schema(request=None, responses={200: LiveStateSerializer, **END_ERRORS})
     @action(detail=True, methods=["post"])

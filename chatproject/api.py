@@ -15,6 +15,8 @@ from chat.exceptions import (
     SessionNotFound,
     TemporalUnavailable,
     TokenBudgetExceeded,
+    ToolCallNotFound,
+    ToolCallNotWaiting,
     WorkflowUnreadable,
 )
 
@@ -25,6 +27,8 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     SessionNotFound: status.HTTP_404_NOT_FOUND,
     SessionEnded: status.HTTP_409_CONFLICT,
     SessionExists: status.HTTP_409_CONFLICT,
+    ToolCallNotFound: status.HTTP_404_NOT_FOUND,
+    ToolCallNotWaiting: status.HTTP_409_CONFLICT,
     TemporalUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
     TokenBudgetExceeded: status.HTTP_429_TOO_MANY_REQUESTS,
     WorkflowUnreadable: status.HTTP_502_BAD_GATEWAY,  # Temporal answered, but refused (configuration, retention)
