@@ -1,6 +1,9 @@
 """The chat page: the user's sessions and one conversation, server-rendered; chat/static/chat/chat.js follows
 the conversation's event stream and talks to the API (session auth and CSRF, as Django does them)."""
 
+import json
+from dataclasses import dataclass
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -9,18 +12,66 @@ from django.urls import reverse
 from chat import selectors
 from chat.conf import chat_settings
 from chat.exceptions import SessionNotFound, TemporalUnavailable, WorkflowUnreadable
-from chat.models import ChatMessage, ChatSession
+from chat.models import ChatMessage, ChatSession, ChatToolCall
+from chat.tools import send_email
+from chat.types import ToolCallStatus
 
 CLOSED_NOTICES = {
     ChatSession.Status.ENDED: "This chat has ended.",
     ChatSession.Status.TIMED_OUT: "This chat ended after a while without messages.",
 }
+# What a tool call that waits for the user's approval says it is about to do; `{name}` is the tool's name.
+TOOL_REQUESTS = {send_email.name: "The assistant wants to send an email with these arguments."}
+TOOL_REQUEST = "The assistant asks to run {name}."
 # The words the page's script shows for what the stream tells it, from here only (the template hands them over).
 SCRIPT_TEXT = {
     "status_labels": dict(ChatSession.Status.choices),
     "closed_notices": CLOSED_NOTICES,
     "reply_notes": {ChatMessage.Status.STOPPED: "Stopped", ChatMessage.Status.FAILED: ChatMessage.FAILED_REPLY},
+    "tool_status_labels": dict(ChatToolCall.Status.choices),
+    "tool_finished": [status.value for status in ToolCallStatus if status.finished],
+    "tool_requests": TOOL_REQUESTS,
+    "tool_request": TOOL_REQUEST,
 }
+
+
+@dataclass(frozen=True)
+class ToolCard:
+    """A tool call as its card shows it, the same as chat.js draws one from the event stream."""
+
+    call_id: str
+    name: str
+    args: str
+    status: str
+    status_label: str
+    result: str
+    request: str  # what the assistant asks for, while the call awaits approval; else empty
+
+
+def tool_card(call: ChatToolCall) -> ToolCard:
+    awaiting = call.status == ChatToolCall.Status.AWAITING_APPROVAL
+    return ToolCard(
+        call_id=call.call_id,
+        name=call.name,
+        args=args_text(call.args),
+        status=call.status,
+        status_label=call.get_status_display(),
+        result=call.result,
+        request=TOOL_REQUESTS.get(call.name, TOOL_REQUEST.format(name=call.name)) if awaiting else "",
+    )
+
+
+def args_text(args: object) -> str:
+    """A call's arguments, compactly: `name: <JSON value>` a line (chat.js's argsText writes the same)."""
+    if isinstance(args, str):  # not JSON, as the model sent them
+        return args
+    if isinstance(args, dict):
+        return "\n".join(f"{name}: {_json(value)}" for name, value in args.items())
+    return _json(args)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))  # as JavaScript's JSON.stringify
 
 
 @login_required
@@ -45,6 +96,7 @@ def _page(request: HttpRequest, shown: selectors.Conversation | None) -> HttpRes
     context = {
         "sessions": selectors.sessions_listed(user=request.user),
         "conversation": shown,
+        "shown_messages": _with_tool_cards(shown),
         "session": session,
         "status": status,
         "status_label": ChatSession.Status(status).label,
@@ -56,6 +108,15 @@ def _page(request: HttpRequest, shown: selectors.Conversation | None) -> HttpRes
     if request.user.is_staff and session is not None:
         context["admin_url"] = reverse("admin:chat_chatsession_change", args=[session.pk])
     return render(request, "chat/page.html", context)
+
+
+def _with_tool_cards(shown: selectors.Conversation | None) -> list[tuple[ChatMessage, list[ToolCard]]]:
+    """Each stored message with the cards of the tool calls its reply made, in call order."""
+    if shown is None:
+        return []
+    replies = [m.seq for m in shown.messages if m.role == ChatMessage.Role.ASSISTANT]
+    calls = selectors.tool_calls_by_reply(session_id=shown.session_id, reply_seqs=replies) if replies else {}
+    return [(m, [tool_card(call) for call in calls.get(m.seq, [])]) for m in shown.messages]
 
 
 def _title(shown: selectors.Conversation | None) -> str:

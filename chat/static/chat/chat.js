@@ -5,6 +5,10 @@
 // from a POST's answer or from the stream; a reply's text is built from its `delta` events, started again at each
 // `reset`. After a dropped connection the browser resumes with Last-Event-ID; after a reload the page does, from
 // `data-after`. No gap, no repeated text.
+//
+// A reply's tool calls are cards above its text, one per call id, drawn from `tool_call` and `tool_result` events,
+// from the stored reply's `tool_calls`, and from the answer to an Approve or Deny; the page renders a stored reply's
+// cards with the same markup.
 "use strict";
 
 (() => {
@@ -111,6 +115,7 @@
     element.removeAttribute("aria-busy");
     if (message.role === "assistant") {
       setNote(element, TEXT.reply_notes[message.status] || "");
+      for (const call of message.tool_calls || []) showToolCall(element, call);
     }
     writingChanged();
     if (following) toBottom();
@@ -157,6 +162,159 @@
     window.scrollTo({ top: document.documentElement.scrollHeight });
   }
 
+  // Tool calls: one card per call id, inside its reply, above the reply's text.
+
+  const TOOL_FINISHED = new Set(TEXT.tool_finished);
+  const AWAITING_APPROVAL = "awaiting_approval";
+
+  // A call's stage: a card never goes back to an earlier one (an event replayed after a newer answer, say).
+  function toolStage(status) {
+    if (TOOL_FINISHED.has(status)) return 2;
+    return status === AWAITING_APPROVAL ? 0 : 1;
+  }
+
+  // Call ids are `call-<reply>-<step>-<index>` (chat.projections): the last two numbers give the call's place.
+  function toolOrder(callId) {
+    const match = /-(\d+)-(\d+)$/.exec(callId);
+    return match ? Number(match[1]) * 100000 + Number(match[2]) : Infinity;
+  }
+
+  // The arguments compactly, `name: <JSON value>` a line, as chat/pages.py's args_text writes them.
+  function argsText(args) {
+    if (typeof args === "string") return args; // not JSON, as the model sent them
+    if (args && typeof args === "object" && !Array.isArray(args)) {
+      return Object.entries(args)
+        .map(([name, value]) => `${name}: ${JSON.stringify(value)}`)
+        .join("\n");
+    }
+    return JSON.stringify(args);
+  }
+
+  function make(tag, className, testid) {
+    const made = document.createElement(tag);
+    if (className) made.className = className;
+    if (testid) made.dataset.testid = testid;
+    return made;
+  }
+
+  // The markup of page.html's cards.
+  function toolCard(call) {
+    const card = make("div", "tool", "tool-card");
+    card.setAttribute("role", "group");
+    card.setAttribute("aria-label", `Tool call: ${call.name}`);
+    card.tabIndex = -1; // focus lands here when its buttons go away
+    card.dataset.callId = call.call_id;
+    const head = make("p", "tool__head");
+    const name = make("span", "tool__name");
+    const icon = make("span");
+    icon.setAttribute("aria-hidden", "true");
+    icon.textContent = "🔧";
+    name.append(icon, ` ${call.name}`);
+    const badge = make("span", "badge tool__status", "tool-status");
+    head.append(name, " ", badge);
+    const args = make("code", "tool__args", "tool-args");
+    args.textContent = argsText(call.args);
+    args.hidden = !args.textContent;
+    const error = make("p", "tool__error", "tool-error");
+    error.setAttribute("role", "alert");
+    error.hidden = true;
+    card.append(head, args, error);
+    return card;
+  }
+
+  function toolAsk(name) {
+    const ask = make("div", "tool__ask", "tool-ask");
+    const request = make("p", "tool__request");
+    request.textContent = TEXT.tool_requests[name] || TEXT.tool_request.replace("{name}", name);
+    const actions = make("div", "tool__actions");
+    const approve = make("button", "button", "tool-approve");
+    approve.type = "button";
+    approve.textContent = "Approve";
+    const reason = make("input", "tool__reason", "tool-reason");
+    reason.type = "text";
+    reason.maxLength = 1000;
+    reason.setAttribute("aria-label", "Reason for denying (optional)");
+    reason.placeholder = "Reason for denying (optional)";
+    const deny = make("button", "button button--quiet", "tool-deny");
+    deny.type = "button";
+    deny.textContent = "Deny";
+    const denying = make("span", "tool__deny"); // the reason stays beside Deny when the row wraps
+    denying.append(reason, deny);
+    actions.append(approve, denying);
+    ask.append(request, actions);
+    return ask;
+  }
+
+  function showToolCall(reply, call) {
+    const tools = reply.querySelector(".message__tools") || make("div", "message__tools", "tool-calls");
+    if (!tools.parentNode) reply.insertBefore(tools, reply.querySelector(".message__text"));
+    let card = tools.querySelector(`[data-call-id="${CSS.escape(call.call_id)}"]`);
+    if (card && toolStage(call.status) < toolStage(card.dataset.status)) return;
+    if (!card) {
+      card = toolCard(call);
+      const later = [...tools.children].find((other) => toolOrder(other.dataset.callId) > toolOrder(call.call_id));
+      tools.insertBefore(card, later || null);
+    }
+    card.dataset.status = call.status;
+    const badge = card.querySelector(".tool__status");
+    badge.textContent = TEXT.tool_status_labels[call.status] || call.status;
+    badge.className = `badge tool__status tool__status--${call.status}`;
+
+    let ask = card.querySelector(".tool__ask");
+    if (call.status === AWAITING_APPROVAL && !ask) {
+      ask = toolAsk(call.name);
+      card.querySelector(".tool__error").before(ask);
+    } else if (call.status !== AWAITING_APPROVAL && ask) {
+      const hadFocus = ask.contains(document.activeElement);
+      ask.remove();
+      if (hadFocus) card.focus(); // not lost to the page's top
+    }
+
+    // A tool_result event carries the result's start only: it never shortens one shown whole.
+    const result = call.result || "";
+    let shown = card.querySelector(".tool__result-text");
+    if (result && !(shown && shown.textContent.length > result.length && shown.textContent.startsWith(result))) {
+      if (!shown) {
+        const details = make("details", "tool__result", "tool-result");
+        const summary = make("summary");
+        summary.textContent = "Result";
+        shown = make("pre", "tool__result-text");
+        shown.tabIndex = 0; // it scrolls when long
+        details.append(summary, shown);
+        card.append(details);
+      }
+      shown.textContent = result;
+    }
+  }
+
+  function toolEvent(call) {
+    const following = atBottom();
+    if (!messageElement(call.turn)) awaitReply(call.turn);
+    showToolCall(messageElement(call.turn), call);
+    if (following) toBottom();
+  }
+
+  async function decide(card, approve) {
+    const buttons = [...card.querySelectorAll(".tool__ask button")];
+    const error = card.querySelector(".tool__error");
+    const reason = approve ? "" : card.querySelector(".tool__reason").value.trim();
+    // A disabled button drops the focus to the page's top: it waits on the card, one Tab before the buttons.
+    if (card.querySelector(".tool__ask").contains(document.activeElement)) card.focus();
+    for (const button of buttons) button.disabled = true;
+    error.hidden = true;
+    try {
+      const path = `sessions/${encodeURIComponent(sessionId)}/tool-calls/${encodeURIComponent(card.dataset.callId)}/`;
+      const call = await api("POST", `${path}${approve ? "approve" : "deny"}/`, reason ? { reason } : undefined);
+      showToolCall(card.closest('[data-testid="message"]'), call);
+    } catch (problem) {
+      // A 409 means it was decided elsewhere (or can't be yet): the stream brings what became of it.
+      error.textContent = problem instanceof ApiError ? problem.message : "Something went wrong; try again.";
+      error.hidden = false;
+    } finally {
+      for (const button of buttons) button.disabled = false;
+    }
+  }
+
   // The session's state.
 
   function showStatus(newStatus) {
@@ -177,7 +335,8 @@
       notice.textContent = TEXT.closed_notices[newStatus] || "This chat can take no more messages.";
       notice.hidden = false;
       for (const open of messages.querySelectorAll('[data-final="false"]')) {
-        if (!open.querySelector(".message__text").textContent) open.remove(); // a reply that never started
+        // A reply that never started; one that called tools keeps its cards.
+        if (!open.querySelector(".message__text").textContent && !open.querySelector(".tool")) open.remove();
       }
       writingChanged();
       stopFollowing();
@@ -190,6 +349,8 @@
     message: (data) => showStored(data),
     delta: (data) => writeReply(data.turn, data.attempt, data.text),
     reset: (data) => writeReply(data.turn, data.attempt, ""),
+    tool_call: toolEvent,
+    tool_result: toolEvent,
     turn_failed: (data) => {
       const element = messageElement(data.turn);
       if (element) setNote(element, data.detail);
@@ -346,6 +507,16 @@
       showError(error.message);
       deleteButton.disabled = false;
     }
+  });
+  messages.addEventListener("click", (event) => {
+    const button = event.target.closest('[data-testid="tool-approve"], [data-testid="tool-deny"]');
+    if (button) decide(button.closest(".tool"), button.dataset.testid === "tool-approve");
+  });
+  messages.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" || event.isComposing || !event.target.matches(".tool__reason")) return;
+    event.preventDefault(); // Enter in the reason denies, with it
+    const deny = event.target.closest(".tool").querySelector('[data-testid="tool-deny"]');
+    if (!deny.disabled) deny.click();
   });
   window.addEventListener("popstate", () => location.reload());
 
