@@ -1,11 +1,14 @@
+import json
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from chat import selectors, services
 from chat.exceptions import SessionEnded, TemporalUnavailable, WorkflowUnreadable
-from chat.models import ChatMessage, ChatSession
+from chat.models import ChatMessage, ChatSession, ChatToolCall
 
 BADGE_COLOURS = {
     ChatSession.Status.ACTIVE: "#2e7d32",
@@ -13,6 +16,7 @@ BADGE_COLOURS = {
     ChatSession.Status.TIMED_OUT: "#ef6c00",
 }
 REPLY_COLOURS = {ChatMessage.Status.STOPPED: "#ef6c00", ChatMessage.Status.FAILED: "#c62828"}
+RESULT_CHARS = 200  # of a tool call's result, in the list; the API has it whole
 
 
 class ChatMessageInline(admin.TabularInline):
@@ -37,6 +41,30 @@ class ChatMessageInline(admin.TabularInline):
         return format_html('<strong style="color:{}">{}</strong>', colour, message.get_status_display())
 
 
+class ChatToolCallInline(admin.TabularInline):
+    model = ChatToolCall
+    fields = ["reply_seq", "name", "status", "arguments", "short_result", "needs_approval", "decided_by", "decided_at"]
+    readonly_fields = fields
+    ordering = ["reply_seq", "step", "index"]
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "tool calls"
+
+    def has_add_permission(self, request: HttpRequest, obj: ChatSession | None = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ChatToolCall]:
+        return super().get_queryset(request).select_related("decided_by")
+
+    @admin.display(description="Arguments")
+    def arguments(self, call: ChatToolCall) -> str:
+        return call.args if isinstance(call.args, str) else json.dumps(call.args, ensure_ascii=False)
+
+    @admin.display(description="Result")
+    def short_result(self, call: ChatToolCall) -> str:
+        return Truncator(call.result).chars(RESULT_CHARS)
+
+
 @admin.register(ChatSession)
 class ChatSessionAdmin(admin.ModelAdmin):
     list_display = [
@@ -52,7 +80,7 @@ class ChatSessionAdmin(admin.ModelAdmin):
         *["ended_at", "ended_by", "workflow_id", "run_id", "updated_at", "temporal_link"],
     ]
     fields = readonly_fields  # the badge stands for the status field: shown once
-    inlines = [ChatMessageInline]
+    inlines = [ChatMessageInline, ChatToolCallInline]
     actions = ["end_sessions"]
 
     @admin.display(description="Status", ordering="status")

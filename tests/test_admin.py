@@ -1,13 +1,14 @@
 """The admin as an operations console: badges, live workflow state, and ending sessions through Temporal."""
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
-from chat.models import ChatSession
+from chat.models import ChatSession, ChatToolCall
 from devtools.processes import free_port, wait_for
 from tests.conftest import token_client
 
@@ -120,3 +121,38 @@ def test_a_view_only_staff_member_neither_sees_nor_can_post_the_end_action(owner
         == 201
     )
     assert ChatSession.objects.get(pk=session.pk).status == "active"
+
+
+def test_the_detail_page_lists_the_sessions_tool_calls_read_only(owner, staff):
+    session = ChatSession.objects.create(session_id="tools", user=owner.user, workflow_id="wf", run_id="run")
+    call = {"session": session, "reply_seq": 2, "step": 0}
+    ChatToolCall.objects.create(
+        **call, call_id="c0", index=0, name="search_chats", args={"query": "pasta"}, status="done", result="r" * 300
+    )
+    ChatToolCall.objects.create(
+        **call,
+        call_id="c1",
+        index=1,
+        name="send_email",
+        args={"subject": "S", "body": "B"},
+        status="denied",
+        result="The user declined.",
+        needs_approval=True,
+        decided_by=get_user_model().objects.get(username="ops"),
+        decided_at=datetime(2026, 12, 1, 9, 30, tzinfo=UTC),
+    )
+
+    html = staff.get(f"{CHANGELIST}{session.pk}/change/").content.decode()
+
+    assert "Tool calls" in html
+    assert html.index("search_chats") < html.index("send_email")
+    assert "{&quot;query&quot;: &quot;pasta&quot;}" in html
+    assert "{&quot;subject&quot;: &quot;S&quot;, &quot;body&quot;: &quot;B&quot;}" in html
+    assert "r" * 199 + "…" in html  # the result, shortened
+    assert "r" * 201 not in html
+    assert re.search(r'field-status">\s*<p>Denied</p>', html)
+    assert re.search(r'field-needs_approval">\s*<p><img [^>]*alt="True"', html)
+    assert re.search(r'field-decided_by">\s*<p><a [^>]*>ops</a>', html)
+    assert "Dec. 1, 2026, 9:30 a.m." in html
+    assert "The user declined." in html
+    assert 'name="tool_calls-0-name"' not in html  # nothing to edit
