@@ -144,11 +144,17 @@ async def _model_step(step: ModelStep, *, tools: bool) -> StepResult:
     definitions = tool_definitions() if tools and step.calls_left > 0 else []
     note = LIMIT_NOTE.format(limit=chat_settings.CHAT_ASSISTANT_MAX_TOOL_CALLS) if tools and not step.calls_left else ""
     stream = ReplyStream(step, info.attempt, written)
+    # A step's text starts a paragraph of its own after the earlier steps' (on the stream and in the stored reply).
+    lead = STEP_SEPARATOR if written.strip() else ""
+
+    def write(piece: str) -> None:
+        stream.write(piece if stream.text or not lead else lead + piece)
+
     await stream.start()
     try:
         reply = await assistant.stream_step(
             conversation,
-            stream.write,
+            write,
             budget_chars=chat_settings.CHAT_ASSISTANT_CONTEXT_CHARS,
             tools=definitions,
             note=note,
@@ -176,14 +182,15 @@ async def _model_step(step: ModelStep, *, tools: bool) -> StepResult:
             session_id=step.session_id,
             reply_seq=step.reply_seq,
             step=step.step,
-            text=reply.text,
+            text=stream.text,
             calls=reply.calls,
         )
         return StepResult(calls=calls, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out)
-    message = await _store(step, written + reply.text, MessageStatus.COMPLETE, reply.model, tokens_in, tokens_out)
+    message = await _store(step, written + stream.text, MessageStatus.COMPLETE, reply.model, tokens_in, tokens_out)
     return StepResult(reply=_result(message))
 
 
+STEP_SEPARATOR = "\n\n"
 # What the model is told when its reply has made as many tool calls as it may.
 LIMIT_NOTE = "This reply has made its limit of {limit} tool calls: answer now, with what you have, and call no tool."
 

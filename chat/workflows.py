@@ -246,7 +246,10 @@ class ChatSessionWorkflow:
     @decide_tool_call.validator
     def _validate_decide_tool_call(self, decision: ToolDecision) -> None:
         self._require_active()
-        known = decision.call_id == self._awaiting_approval()
+        known = self.progress is not None and any(  # the waiting call, or one after it in the same step
+            call.call_id == decision.call_id and call.needs_approval and not call.finished
+            for call in self.progress.calls
+        )
         # A client may see the call (the step's activity tells the event log) a moment before the workflow has the
         # step's result: a decision for a call of the step being reported waits for it in the handler.
         reported = self.turn is not None and self._of_current_step(decision.call_id)

@@ -67,27 +67,27 @@ def test_search_chats_finds_the_users_own_earlier_messages_only_and_the_next_tur
         CallTools((ToolCall("search_chats", {"query": "pasta"}),), text="Let me look."),
         # then the default replies: "Tool results: …", "You said: …"
     )
-    chat.start("earlier", content="pasta with basil tonight")
-    chat.follow("earlier", reply_stored(2))
-    chat.start("search")
-    subscribed(chat, "search")
+    chat.start("tl-earlier", content="pasta with basil tonight")
+    chat.follow("tl-earlier", reply_stored(2))
+    chat.start("tl-search")
+    subscribed(chat, "tl-search")
 
-    chat.say("search", "search my chats for pasta")
-    events = chat.follow("search", reply_stored(2))
-    chat.say("search", "thanks")
-    chat.follow("search", reply_stored(4))
+    chat.say("tl-search", "search my chats for pasta")
+    events = chat.follow("tl-search", reply_stored(2))
+    chat.say("tl-search", "thanks")
+    chat.follow("tl-search", reply_stored(4))
 
     [running] = events_of(events, "tool_call")
     [result] = events_of(events, "tool_result")
     assert (running["name"], running["args"], running["status"]) == ("search_chats", {"query": "pasta"}, "running")
     assert (result["call_id"], result["status"]) == (running["call_id"], "done")
     found = json.loads(result["result"])
-    assert [(hit["session_id"], hit["seq"]) for hit in found] == [("earlier", 1)]  # not theirs, not this question
+    assert [(hit["session_id"], hit["seq"]) for hit in found] == [("tl-earlier", 1)]  # not theirs, not this question
     assert "pasta with basil" in found[0]["snippet"]
     reply = events[-1].data
-    assert reply["content"].startswith("Let me look.Tool results: [")
+    assert reply["content"].startswith("Let me look.\n\nTool results: [")
     assert [(c["name"], c["status"]) for c in reply["tool_calls"]] == [("search_chats", "done")]
-    listed = chat.get("sessions/search/messages/").json()["results"]
+    listed = chat.get("sessions/tl-search/messages/").json()["results"]
     assert listed[1] == reply  # the stored message carries its calls, as the stream's message event does
     # The next turn's request carries the earlier call and its result.
     request = assistant_model.requests[-1]
@@ -101,19 +101,19 @@ def test_an_approved_email_is_sent_once_and_the_reply_goes_on(web, assistant_mod
     chat = web()
     user_of(chat, email="u1@example.com")
     assistant_model.script(email_step(subject="Hello"))
-    chat.start("mail")
-    subscribed(chat, "mail")
-    chat.say("mail", "email me a summary")
+    chat.start("tl-mail")
+    subscribed(chat, "tl-mail")
+    chat.say("tl-mail", "email me a summary")
 
-    call_id, before = awaiting_call(chat, "mail")
+    call_id, before = awaiting_call(chat, "tl-mail")
     assert not mail.outbox  # nothing happens before the approval
-    listed = chat.get("sessions/mail/tool-calls/").json()["results"]
-    approved = chat.post(f"sessions/mail/tool-calls/{call_id}/approve/")
-    events = chat.follow("mail", reply_stored(2), last_event_id=before[-1].id)
-    again = chat.post(f"sessions/mail/tool-calls/{call_id}/approve/")
-    denied_late = chat.post(f"sessions/mail/tool-calls/{call_id}/deny/", {"reason": "too late"})
-    intruder = token_client("intruder").post(f"/api/sessions/mail/tool-calls/{call_id}/approve/")
-    unknown = chat.post("sessions/mail/tool-calls/call-9-9-9/approve/")
+    listed = chat.get("sessions/tl-mail/tool-calls/").json()["results"]
+    approved = chat.post(f"sessions/tl-mail/tool-calls/{call_id}/approve/")
+    events = chat.follow("tl-mail", reply_stored(2), last_event_id=before[-1].id)
+    again = chat.post(f"sessions/tl-mail/tool-calls/{call_id}/approve/")
+    denied_late = chat.post(f"sessions/tl-mail/tool-calls/{call_id}/deny/", {"reason": "too late"})
+    intruder = token_client("intruder").post(f"/api/sessions/tl-mail/tool-calls/{call_id}/approve/")
+    unknown = chat.post("sessions/tl-mail/tool-calls/call-9-9-9/approve/")
 
     assert [(c["call_id"], c["status"], c["needs_approval"]) for c in listed] == [(call_id, "awaiting_approval", True)]
     assert approved.status_code == 200, approved.text
@@ -123,7 +123,7 @@ def test_an_approved_email_is_sent_once_and_the_reply_goes_on(web, assistant_mod
     [sent] = mail.outbox
     assert (sent.to, sent.subject, sent.extra_headers["X-Chat-Tool-Call"]) == (["u1@example.com"], "Hello", call_id)
     assert [e["status"] for e in events_of(events, "tool_result")] == ["done"]
-    assert events[-1].data["content"] == "I'll email it.Tool results: Sent to u1@example.com."
+    assert events[-1].data["content"] == "I'll email it.\n\nTool results: Sent to u1@example.com."
     assert (again.status_code, denied_late.status_code) == (409, 409)
     assert "not waiting" in again.json()["detail"]
     assert (intruder.status_code, unknown.status_code) == (404, 404)
@@ -134,18 +134,18 @@ def test_a_denial_reaches_the_model_with_its_reason_and_nothing_is_sent(web, ass
     chat = web()
     user_of(chat, email="u1@example.com")
     assistant_model.script(email_step())
-    chat.start("deny")
-    subscribed(chat, "deny")
-    chat.say("deny", "email me a summary")
-    call_id, _ = awaiting_call(chat, "deny")
+    chat.start("tl-deny")
+    subscribed(chat, "tl-deny")
+    chat.say("tl-deny", "email me a summary")
+    call_id, _ = awaiting_call(chat, "tl-deny")
 
-    denied = chat.post(f"sessions/deny/tool-calls/{call_id}/deny/", {"reason": "not today"})
-    events = chat.follow("deny", reply_stored(2))
-    bad = chat.post(f"sessions/deny/tool-calls/{call_id}/deny/", {"reason": 5})
+    denied = chat.post(f"sessions/tl-deny/tool-calls/{call_id}/deny/", {"reason": "not today"})
+    events = chat.follow("tl-deny", reply_stored(2))
+    bad = chat.post(f"sessions/tl-deny/tool-calls/{call_id}/deny/", {"reason": 5})
 
     assert denied.status_code == 200, denied.text
     assert (denied.json()["status"], denied.json()["reason"]) == ("denied", "not today")
-    assert events[-1].data["content"] == "I'll email it.Tool results: The user declined: not today"
+    assert events[-1].data["content"] == "I'll email it.\n\nTool results: The user declined: not today"
     assert assistant_model.requests[-1].tool_messages[0]["content"] == "The user declined: not today"
     assert bad.status_code == 400
     assert "reason" in bad.json()["errors"]
@@ -158,11 +158,11 @@ def test_an_approval_left_undecided_expires_and_the_idle_timeout_does_not_end_th
     settings.CHAT_TOOL_APPROVAL_TIMEOUT = 3
     chat = web(CHAT_TOOL_APPROVAL_TIMEOUT="3", CHAT_SESSION_IDLE_TIMEOUT="1")
     assistant_model.script(email_step())
-    chat.start("expire")
-    subscribed(chat, "expire")
-    chat.say("expire", "email me a summary")
+    chat.start("tl-expire")
+    subscribed(chat, "tl-expire")
+    chat.say("tl-expire", "email me a summary")
 
-    events = chat.follow("expire", reply_stored(2))
+    events = chat.follow("tl-expire", reply_stored(2))
 
     [result] = events_of(events, "tool_result")
     assert (result["status"], result["result"]) == ("expired", "Not run: nobody approved or denied it within 3 s.")
@@ -182,11 +182,11 @@ def test_a_tool_that_raises_and_arguments_that_do_not_fit_are_told_to_the_model_
         CallTools((ToolCall("explode", {"why": "boom"}), ToolCall("search_chats", '{"q": 1}'))),
         CallTools((ToolCall("search_chats", {"query": "nothing like it"}),)),
     )
-    chat.start("errors")
-    subscribed(chat, "errors")
-    chat.say("errors", "try things")
+    chat.start("tl-errors")
+    subscribed(chat, "tl-errors")
+    chat.say("tl-errors", "try things")
 
-    events = chat.follow("errors", reply_stored(2))
+    events = chat.follow("tl-errors", reply_stored(2))
 
     results = {e["name"]: e for e in events_of(events, "tool_result")}
     assert results["explode"]["status"] == "failed"
@@ -205,11 +205,11 @@ def test_a_reply_stops_at_the_tool_call_limit_with_a_note_to_the_model_and_the_u
     chat = web(CHAT_ASSISTANT_MAX_TOOL_CALLS="2")
     search = ToolCall("search_chats", {"query": "x"})
     assistant_model.script(CallTools((search, search, search)), Reply("That is all I can do."))
-    chat.start("limit")
-    subscribed(chat, "limit")
-    chat.say("limit", "search a lot")
+    chat.start("tl-limit")
+    subscribed(chat, "tl-limit")
+    chat.say("tl-limit", "search a lot")
 
-    events = chat.follow("limit", reply_stored(2))
+    events = chat.follow("tl-limit", reply_stored(2))
 
     statuses = [(e["call_id"], e["status"]) for e in events_of(events, "tool_result")]
     assert statuses == [("call-2-0-0", "done"), ("call-2-0-1", "done"), ("call-2-0-2", "failed")]
@@ -223,15 +223,15 @@ def test_a_reply_stops_at_the_tool_call_limit_with_a_note_to_the_model_and_the_u
 def test_stop_while_an_approval_waits_settles_the_call_and_the_session_goes_on(web, assistant_model):
     chat = web()
     assistant_model.script(email_step())
-    chat.start("stop")
-    subscribed(chat, "stop")
-    chat.say("stop", "email me a summary")
-    call_id, _ = awaiting_call(chat, "stop")
+    chat.start("tl-stop")
+    subscribed(chat, "tl-stop")
+    chat.say("tl-stop", "email me a summary")
+    call_id, _ = awaiting_call(chat, "tl-stop")
 
-    stopped = chat.post("sessions/stop/stop/")
-    events = chat.follow("stop", reply_stored(2))
-    late = chat.post(f"sessions/stop/tool-calls/{call_id}/approve/")
-    answered = chat.post("sessions/stop/messages/", {"content": "never mind"}, wait="true")
+    stopped = chat.post("sessions/tl-stop/stop/")
+    events = chat.follow("tl-stop", reply_stored(2))
+    late = chat.post(f"sessions/tl-stop/tool-calls/{call_id}/approve/")
+    answered = chat.post("sessions/tl-stop/messages/", {"content": "never mind"}, wait="true")
 
     assert stopped.json() == {"stopped": True}
     [result] = events_of(events, "tool_result")
@@ -246,21 +246,21 @@ def test_a_pending_approval_survives_continue_as_new(web, assistant_model, dev_s
     chat = web(CHAT_MAX_MESSAGES_PER_RUN="1")  # the first message makes continue-as-new due
     user_of(chat, email="u1@example.com")
     assistant_model.script(email_step())
-    chat.start("carried")
-    subscribed(chat, "carried")
-    chat.say("carried", "email me a summary")
-    call_id, _ = awaiting_call(chat, "carried")
-    first_run = ChatSession.objects.get(session_id="carried").run_id
+    chat.start("tl-carried")
+    subscribed(chat, "tl-carried")
+    chat.say("tl-carried", "email me a summary")
+    call_id, _ = awaiting_call(chat, "tl-carried")
+    first_run = ChatSession.objects.get(session_id="tl-carried").run_id
 
     latest_run = wait_for(
-        lambda: (r := asyncio.run(_latest_run("carried", dev_server))) != first_run and r, what="a run"
+        lambda: (r := asyncio.run(_latest_run("tl-carried", dev_server))) != first_run and r, what="a run"
     )
-    approved = chat.post(f"sessions/carried/tool-calls/{call_id}/approve/")
-    events = chat.follow("carried", reply_stored(2))
+    approved = chat.post(f"sessions/tl-carried/tool-calls/{call_id}/approve/")
+    events = chat.follow("tl-carried", reply_stored(2))
 
     assert latest_run != first_run
     assert (approved.status_code, approved.json()["status"]) == (200, "done")
-    assert events[-1].data["content"] == "I'll email it.Tool results: Sent to u1@example.com."
+    assert events[-1].data["content"] == "I'll email it.\n\nTool results: Sent to u1@example.com."
     assert len(mail.outbox) == 1
 
 
@@ -286,20 +286,20 @@ def test_a_worker_killed_while_the_email_is_being_sent_gives_an_unknown_outcome_
         chat = web(TEMPORAL_TASK_QUEUE=queue, CHAT_TURN_HEARTBEAT_TIMEOUT="2")
         user_of(chat, email="u1@example.com")
         assistant_model.script(email_step())
-        chat.start("killed")
-        subscribed(chat, "killed")
-        chat.say("killed", "email me a summary")
-        call_id, _ = awaiting_call(chat, "killed")
+        chat.start("tl-killed")
+        subscribed(chat, "tl-killed")
+        chat.say("tl-killed", "email me a summary")
+        call_id, _ = awaiting_call(chat, "tl-killed")
         mail_server.hold()  # the message arrives; its acknowledgement does not
         with ThreadPoolExecutor(1) as pool:
-            approving = pool.submit(chat.post, f"sessions/killed/tool-calls/{call_id}/approve/")
+            approving = pool.submit(chat.post, f"sessions/tl-killed/tool-calls/{call_id}/approve/")
             wait_for(lambda: mail_server.held, what="the email on its way")
             second = WorkerProcess(dev_server.address, log=tmp_path / "second.log", task_queue=queue, **env)
             try:
                 wait_for(lambda: "worker polling task queue" in second.output(), what="the second worker")
                 first.kill()
                 approved = approving.result(60)
-                events = chat.follow("killed", reply_stored(2))
+                events = chat.follow("tl-killed", reply_stored(2))
             finally:
                 mail_server.release()
                 assert second.terminate() == 0
@@ -311,7 +311,7 @@ def test_a_worker_killed_while_the_email_is_being_sent_gives_an_unknown_outcome_
     assert result["result"].startswith("Unknown outcome")
     assert len(received) == 1  # sent once, never again
     assert events[-1].data["status"] == "complete"
-    [listed] = chat.get("sessions/killed/tool-calls/").json()["results"]
+    [listed] = chat.get("sessions/tl-killed/tool-calls/").json()["results"]
     assert (listed["status"], listed["decided_by"]) == ("unknown", "u1")
 
 
@@ -330,21 +330,21 @@ def test_a_pending_approval_survives_a_worker_sigkill_and_a_temporal_restart_and
         assistant_model.script(email_step())
         second = None
         try:
-            chat.start("durable")
-            subscribed(chat, "durable")
-            chat.say("durable", "email me a summary")
-            call_id, _ = awaiting_call(chat, "durable")
+            chat.start("tl-durable")
+            subscribed(chat, "tl-durable")
+            chat.say("tl-durable", "email me a summary")
+            call_id, _ = awaiting_call(chat, "tl-durable")
             first.kill()
             server.process.kill()
             server.process.wait()
             server = DevServer(port=port, db_filename=str(tmp_path / "temporal.db")).wait_ready()
             second = WorkerProcess(server.address, log=tmp_path / "second.log", task_queue=queue, **env)
             approved = wait_for(
-                lambda: (r := chat.post(f"sessions/durable/tool-calls/{call_id}/approve/")).status_code != 503 and r,
+                lambda: (r := chat.post(f"sessions/tl-durable/tool-calls/{call_id}/approve/")).status_code != 503 and r,
                 timeout=60,
                 what="an answer from the restarted server",
             )
-            events = chat.follow("durable", reply_stored(2), within=90)
+            events = chat.follow("tl-durable", reply_stored(2), within=90)
         finally:
             if second is not None:
                 assert second.terminate() == 0
@@ -352,11 +352,11 @@ def test_a_pending_approval_survives_a_worker_sigkill_and_a_temporal_restart_and
         received = mail_server.messages
 
     assert approved.status_code == 200, approved.text  # with the call as it stood, or done if that was quick
-    [listed] = chat.get("sessions/durable/tool-calls/").json()["results"]
+    [listed] = chat.get("sessions/tl-durable/tool-calls/").json()["results"]
     assert (listed["status"], listed["decided_by"], listed["result"]) == ("done", "u1", "Sent to u1@example.com.")
     assert len(received) == 1
     assert received[0]["X-Chat-Tool-Call"] == call_id
-    assert events[-1].data["content"] == "I'll email it.Tool results: Sent to u1@example.com."
+    assert events[-1].data["content"] == "I'll email it.\n\nTool results: Sent to u1@example.com."
 
 
 # The registry and the built-in tools, called directly (no Temporal).
