@@ -108,7 +108,7 @@ async def _demo_stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIt
     returns = [part for part in last.parts if isinstance(part, ToolReturnPart)]
     offered = {tool.name for tool in info.function_tools}
     if returns:
-        text = "(demo model) " + " ".join(f"{part.tool_name} answered: {part.content}" for part in returns)
+        text = "(demo model) " + " ".join(_demo_summary(part.tool_name, str(part.content)) for part in returns)
     else:
         prompt = next((part.content for part in reversed(last.parts) if isinstance(part, UserPromptPart)), "")
         prompt = prompt if isinstance(prompt, str) else ""
@@ -130,6 +130,20 @@ async def _demo_stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIt
     for index, word in enumerate(text.split(" ")):
         await asyncio.sleep(chat_settings.CHAT_DEMO_WORD_DELAY)
         yield word if index == 0 else f" {word}"
+
+
+def _demo_summary(tool: str, result: str) -> str:
+    """What the demo model makes of a tool's result: the search's hits as a short list, anything else as it came."""
+    try:
+        hits = json.loads(result)
+    except ValueError:
+        return f"{tool} answered: {result}"
+    if not isinstance(hits, list) or not all(isinstance(hit, dict) and "snippet" in hit for hit in hits):
+        return f"{tool} answered: {result}"
+    found = "\n".join(
+        f"- “{hit['snippet']}” (chat {str(hit.get('session_id'))[:8]}, message {hit.get('seq')})" for hit in hits
+    )
+    return f"I found {len(hits)} earlier message{'' if len(hits) == 1 else 's'}:\n{found}"
 
 
 def build_model(name: str, *, base_url: str = "", api_key: str = "") -> Model:

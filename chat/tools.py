@@ -171,9 +171,9 @@ def tool_definitions() -> list["ToolDefinition"]:
 
 @tool()
 def search_chats(ctx: ToolContext, query: str) -> str:
-    """Searches the user's earlier chat messages, in all their sessions, for a text (case-insensitive).
+    """Searches the messages the user wrote in their chats, all of them, for a text (case-insensitive).
 
-    Returns the newest matches (at most 10), each with its session id, seq, role and a snippet.
+    Returns the newest matches (at most 10), each with its session id, seq and a snippet.
 
     Args:
         query: The text to look for.
@@ -184,14 +184,14 @@ def search_chats(ctx: ToolContext, query: str) -> str:
     if not query:
         return "Give a text to search for."
     found = (
-        ChatMessage.objects.filter(session__user=ctx.user, content__icontains=query)
+        ChatMessage.objects.filter(session__user=ctx.user, role=ChatMessage.Role.USER, content__icontains=query)
         .exclude(session__session_id=ctx.session_id, seq__gte=ctx.reply_seq - 1)  # this turn's own message
         .order_by("-created_at", "-seq")
-        .values_list("session__session_id", "seq", "role", "content")[:SEARCH_LIMIT]
+        .values_list("session__session_id", "seq", "content")[:SEARCH_LIMIT]
     )
     matches = [
-        {"session_id": session_id, "seq": seq, "role": role, "snippet": _snippet(content, query)}
-        for session_id, seq, role, content in found
+        {"session_id": session_id, "seq": seq, "snippet": _snippet(content, query)}
+        for session_id, seq, content in found
     ]
     if not matches:
         return f"No earlier message contains {query!r}."

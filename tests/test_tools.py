@@ -381,7 +381,7 @@ def test_a_tool_is_described_to_the_model_from_its_signature_without_its_context
 
     assert definitions["send_email"].parameters_json_schema["required"] == ["subject", "body"]
     assert set(definitions["search_chats"].parameters_json_schema["properties"]) == {"query"}
-    assert definitions["search_chats"].description.startswith("Searches the user's earlier chat messages")
+    assert definitions["search_chats"].description.startswith("Searches the messages the user wrote")
 
 
 def test_search_chats_reads_only_the_acting_users_messages():
@@ -399,3 +399,29 @@ def test_search_chats_reads_only_the_acting_users_messages():
 
     assert [(hit["session_id"], hit["snippet"]) for hit in found] == [("s-alice", "alice likes pasta")]
     assert nothing == "No earlier message contains 'risotto'."
+
+
+def test_the_demo_model_calls_the_built_in_tools_when_asked_and_sums_up_what_they_answered(settings):
+    from chat.assistant import StoredCall, StoredStep, StoredTurn, stream_step
+    from chat.tools import tool_definitions
+
+    settings.CHAT_ASSISTANT_MODEL, settings.CHAT_DEMO_WORD_DELAY = "demo", 0
+    tools = tool_definitions()
+
+    def ask(*conversation: StoredTurn) -> object:
+        return asyncio.run(stream_step(conversation, lambda piece: None, budget_chars=10_000, tools=tools))
+
+    search = ask(StoredTurn("user", "Search my chats for pasta."))
+    email = ask(StoredTurn("user", "hello"), StoredTurn("user", "please email me a summary"))
+    hits = json.dumps([{"session_id": "0123456789", "seq": 3, "snippet": "pasta with basil"}])
+    step = StoredStep(search.text, (StoredCall("call-2-0-0", "search_chats", "{}", hits),))
+    answered = ask(StoredTurn("user", "search my chats for pasta"), StoredTurn("assistant", "", (step,)))
+    plain = ask(StoredTurn("user", "hi"))
+
+    assert [(call.name, json.loads(call.args)) for call in search.calls] == [("search_chats", {"query": "pasta"})]
+    [call] = email.calls
+    assert call.name == "send_email"
+    assert json.loads(call.args)["body"] == "What you asked in this chat:\n- hello\n- please email me a summary"
+    assert answered.calls == []
+    assert answered.text == "(demo model) I found 1 earlier message:\n- “pasta with basil” (chat 01234567, message 3)"
+    assert (plain.calls, plain.text.startswith("(demo model) You said: “hi”")) == ([], True)
