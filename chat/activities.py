@@ -231,7 +231,7 @@ async def run_tool(run: ToolRun) -> ToolOutcome:
         try:
             if tool is None:  # it was in the settings when the model asked for it
                 raise LookupError(f"the tool {run.name!r} is no longer installed")
-            result, status = await in_thread(tool.run, ctx, row.args), ToolCallStatus.DONE
+            result, status = await in_thread(tool.run, ctx, row.arguments), ToolCallStatus.DONE
         except Exception as exc:  # the model is told, and the reply goes on
             logger.warning("tool %s failed session_id=%s call_id=%s: %r", run.name, run.session_id, run.call_id, exc)
             result, status = f"The tool failed: {type(exc).__name__}: {exc}", ToolCallStatus.FAILED

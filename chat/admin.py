@@ -1,5 +1,3 @@
-import json
-
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -55,10 +53,6 @@ class ChatToolCallInline(admin.TabularInline):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ChatToolCall]:
         return super().get_queryset(request).select_related("decided_by")
-
-    @admin.display(description="Arguments")
-    def arguments(self, call: ChatToolCall) -> str:
-        return call.args if isinstance(call.args, str) else json.dumps(call.args, ensure_ascii=False)
 
     @admin.display(description="Result")
     def short_result(self, call: ChatToolCall) -> str:

@@ -1,3 +1,5 @@
+import json
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -145,7 +147,8 @@ class ChatToolCall(models.Model):
     step = models.PositiveIntegerField(help_text="The model step of the turn that asked for it, from 0.")
     index = models.PositiveIntegerField(help_text="Its place among the step's calls.")
     name = models.CharField(max_length=200)
-    args = models.JSONField(help_text="The arguments as the model sent them (a string when they were not JSON).")
+    # Text, not a JSONField: PostgreSQL's jsonb would reorder the keys the model wrote.
+    arguments = models.TextField(help_text="The arguments as the model sent them (JSON text, as written).")
     step_text = models.TextField(blank=True, help_text="What the model wrote in the step before asking for its calls.")
     needs_approval = models.BooleanField(default=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.REQUESTED)
@@ -164,3 +167,11 @@ class ChatToolCall(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.call_id})"
+
+    @property
+    def args(self) -> object:
+        """The arguments, parsed; the text itself when it is not JSON."""
+        try:
+            return json.loads(self.arguments or "{}")
+        except ValueError:
+            return self.arguments

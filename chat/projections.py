@@ -5,7 +5,6 @@ Each write is idempotent: Temporal runs an activity at least once, and a retried
 one attempt would.
 """
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -142,13 +141,12 @@ def _steps_by_reply(session_id: str, *, upto: int) -> dict[int, tuple[StoredStep
     calls = (
         ChatToolCall.objects.filter(session__session_id=session_id, reply_seq__lte=upto)
         .order_by("reply_seq", "step", "index")
-        .values_list("reply_seq", "step", "step_text", "call_id", "name", "args", "status", "result")
+        .values_list("reply_seq", "step", "step_text", "call_id", "name", "arguments", "status", "result")
     )
     grouped: dict[int, dict[int, tuple[str, list[StoredCall]]]] = defaultdict(dict)
     for reply_seq, step, text, call_id, name, args, status, result in calls:
         _, step_calls = grouped[reply_seq].setdefault(step, (text, []))
-        args_text = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
-        step_calls.append(StoredCall(call_id, name, args_text, result or f"({status})"))
+        step_calls.append(StoredCall(call_id, name, args, result or f"({status})"))
     return {
         reply_seq: tuple(StoredStep(text, tuple(step_calls)) for text, step_calls in by_step.values())
         for reply_seq, by_step in grouped.items()
@@ -185,7 +183,7 @@ def tool_calls_record(
                 step=step,
                 index=index,
                 name=call.name,
-                args=_parsed(call.args),
+                arguments=call.args,
                 step_text=text if index == 0 else "",
             )
             tool = tools.get(call.name)
@@ -206,13 +204,6 @@ def tool_calls_record(
     if events:
         get_event_log().append(session_id, events)
     return [_ref(row) for row in rows]
-
-
-def _parsed(args: str) -> object:
-    try:
-        return json.loads(args or "{}")
-    except ValueError:
-        return args
 
 
 def _ref(row: ChatToolCall) -> ToolCallRef:

@@ -127,14 +127,20 @@ def test_the_detail_page_lists_the_sessions_tool_calls_read_only(owner, staff):
     session = ChatSession.objects.create(session_id="tools", user=owner.user, workflow_id="wf", run_id="run")
     call = {"session": session, "reply_seq": 2, "step": 0}
     ChatToolCall.objects.create(
-        **call, call_id="c0", index=0, name="search_chats", args={"query": "pasta"}, status="done", result="r" * 300
+        **call,
+        call_id="c0",
+        index=0,
+        name="search_chats",
+        arguments='{"query": "pasta"}',
+        status="done",
+        result="r" * 300,
     )
     ChatToolCall.objects.create(
         **call,
         call_id="c1",
         index=1,
         name="send_email",
-        args={"subject": "S", "body": "B"},
+        arguments='{"subject": "S", "body": "B"}',
         status="denied",
         result="The user declined.",
         needs_approval=True,
