@@ -119,6 +119,7 @@ class Rig:
         model_port = free_port()
         model_args = [PYTHON, "-m", "devtools.model_server", "--port", str(model_port)]
         model_args += ["--first-token-delay", str(MODEL_FIRST_TOKEN), "--chunk-delay", "0.03"]
+        model_args += ["--tools"]  # "search my chats for …" is answered with a search_chats call (line 9)
         model = ChildProcess("model", model_args, env=os.environ, log=tmp / "model.log")
         self.model = stack.enter_context(model).wait_for_output("model at")
         self.model_url = f"http://127.0.0.1:{model_port}/v1"

@@ -166,6 +166,11 @@ def holding_rows(results: Results) -> list[list[str]]:
         at = " / ".join(f"{f[f'history_{m}_turn']:.0f}" for m in marks)
         flat = f[f"history_{marks[-1]}"] / f[f"history_{marks[0]}"]
         row(f"9 history bytes per turn, at turn {at}", f"{sizes} B ({flat:.2f}x)", "last ≤ 1.1x first", flat <= 1.1)
+        if all(f"history_tool_{m}" in f for m in marks):
+            tools = " / ".join(f"{f[f'history_tool_{m}']:,.0f}" for m in marks)
+            tool_flat = f[f"history_tool_{marks[-1]}"] / f[f"history_tool_{marks[0]}"]
+            label = f"9 history bytes per turn with one tool call (a search), after turn {at}"
+            row(label, f"{tools} B ({tool_flat:.2f}x)", "last ≤ 1.1x first", tool_flat <= 1.1)
     return out
 
 

@@ -25,6 +25,15 @@ async def per_turn(load: Load, config: Config) -> None:
         await load.quiesce()  # the turn's last workflow task done, not only its reply stored
         return size(await handle.fetch_history())
 
+    async def measured(content: str) -> tuple[int, int]:
+        nonlocal turn
+        while True:
+            before = await settled_size()
+            turn += 1
+            await load.post("api", url, {"content": content.format(turn=turn)}, 201)
+            if (after := await settled_size()) > before:  # else the run continued as new: measure the next turn
+                return after - before, turn
+
     turn = 0
     marks = sorted({1, max(2, config.history_turns // 4), config.history_turns})
     for mark in marks:
@@ -32,13 +41,11 @@ async def per_turn(load: Load, config: Config) -> None:
             turn += 1
             path = url if turn == mark - 1 else url.removesuffix("?wait=true")
             await load.post("api", path, {"content": f"question {turn}"}, 201)
-        while True:
-            before = await settled_size()
-            turn += 1
-            await load.post("api", url, {"content": f"question {turn}"}, 201)
-            if (after := await settled_size()) > before:  # else the run continued as new: measure the next turn
-                f[f"history_{mark}"], f[f"history_{mark}_turn"] = after - before, turn
-                break
+        f[f"history_{mark}"], f[f"history_{mark}_turn"] = await measured("question {turn}")
+        # A turn with one tool call (the demo model searches when asked to): its model steps and the call's activity
+        # carry ids and names only, so it too must cost the same late as early.
+        f[f"history_tool_{mark}"], _ = await measured("search my chats for question {turn}")
     f["history_turns"] = turn
     sizes = ", ".join(f"turn {f[f'history_{m}_turn']:.0f}: {f[f'history_{m}']:.0f} B" for m in marks)
-    log(f"history per turn: {sizes}")
+    tool_sizes = ", ".join(f"{f[f'history_tool_{m}']:.0f} B" for m in marks)
+    log(f"history per turn: {sizes}; a turn with a tool call beside each: {tool_sizes}")
