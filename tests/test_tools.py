@@ -3,6 +3,7 @@ to kill), real Temporal, the database, a real local OpenAI-compatible server tha
 streams them, and for the kill tests a real local SMTP server."""
 
 import asyncio
+import io
 import json
 import uuid
 from collections.abc import Callable
@@ -425,3 +426,13 @@ def test_the_demo_model_calls_the_built_in_tools_when_asked_and_sums_up_what_the
     assert answered.calls == []
     assert answered.text == "(demo model) I found 1 earlier message:\n- “pasta with basil” (chat 01234567, message 3)"
     assert (plain.calls, plain.text.startswith("(demo model) You said: “hi”")) == ([], True)
+
+
+def test_the_demo_user_has_an_address_for_send_email_also_when_it_was_made_before(settings):
+    from django.core.management import call_command
+
+    settings.DEBUG = True
+    get_user_model().objects.create_user("demo")  # as make run made it before the assistant could email
+    call_command("create_demo_user", stdout=io.StringIO())
+
+    assert get_user_model().objects.get(username="demo").email == "demo@example.com"
