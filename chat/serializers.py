@@ -121,6 +121,11 @@ class LiveStateSerializer(serializers.Serializer):
     replies_pending = serializers.IntegerField(
         required=False, help_text="User messages whose reply is not written yet, the one being written included."
     )
+    awaiting_approval = serializers.CharField(
+        allow_null=True,
+        required=False,
+        help_text="The id of the tool call that waits for the user's approval, if one does.",
+    )
 
 
 class SessionDetailSerializer(SessionSerializer):

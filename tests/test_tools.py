@@ -108,6 +108,13 @@ def test_an_approved_email_is_sent_once_and_the_reply_goes_on(web, assistant_mod
 
     call_id, before = awaiting_call(chat, "tl-mail")
     assert not mail.outbox  # nothing happens before the approval
+    # The workflow's own state names the waiting call once it has the step's result (the event may come first).
+    live = wait_for(
+        lambda: (state := chat.get("sessions/tl-mail/").json()["live"])["awaiting_approval"] and state,
+        timeout=10,
+        what="the workflow's state to name the waiting call",
+    )
+    assert (live["awaiting_approval"], live["writing_reply"]) == (call_id, 2)
     listed = chat.get("sessions/tl-mail/tool-calls/").json()["results"]
     approved = chat.post(f"sessions/tl-mail/tool-calls/{call_id}/approve/")
     events = chat.follow("tl-mail", reply_stored(2), last_event_id=before[-1].id)
