@@ -15,27 +15,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import socket
 import sys
-import threading
-import time
 import weakref
 from collections.abc import Callable
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
-from typing import Any, TypeVar, cast
+from typing import cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-T = TypeVar("T")
+from devtools.serving import LoopServer
 
 
-class MailServer:
+class MailServer(LoopServer):
     """The server on its own thread and event loop, on 127.0.0.1 and a free port unless given one.
 
     `on_message` is called on the server's thread with each message, once recorded.
     """
+
+    _name = "mail server"
 
     def __init__(
         self,
@@ -44,20 +43,12 @@ class MailServer:
         host: str = "127.0.0.1",
         on_message: Callable[[EmailMessage], None] | None = None,
     ) -> None:
-        self.host = host
+        super().__init__(port, host=host)
         self.on_message = on_message
-        self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Bound here rather than by asyncio, so the port is known (and held) before the loop starts.
-        self._sock.bind((host, port))
-        self.port: int = self._sock.getsockname()[1]
         self._messages: list[EmailMessage] = []
-        self._changed = threading.Condition()
         self._hold_next = False
         self._gate: asyncio.Event | None = None  # the held message's: set by release()
         self._held = False
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"mail-server-{self.port}", daemon=True)
         self._server: asyncio.Server | None = None
         self._connections: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
@@ -66,27 +57,9 @@ class MailServer:
         """The server as django-environ's `EMAIL_URL` reads it (the SMTP backend, this host and port)."""
         return f"smtp://{self.host}:{self.port}"
 
-    def start(self) -> MailServer:
-        self._thread.start()
-        self._call(self._start())
-        return self
-
     def stop(self) -> None:
         """Closes every connection (a held message's included, unanswered) and stops the loop."""
-        if not self._thread.is_alive():
-            self._sock.close()  # never started: nothing else closes them
-            self._loop.close()
-            return
-        self._call(self._stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
-
-    def __enter__(self) -> MailServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        super().stop()
 
     @property
     def messages(self) -> list[EmailMessage]:
@@ -112,20 +85,6 @@ class MailServer:
             gate, self._gate = self._gate, None
         if gate is not None:
             self._loop.call_soon_threadsafe(gate.set)
-
-    def wait_until(self, condition: Callable[[MailServer], T], *, timeout: float = 5, what: str = "condition") -> T:
-        """Blocks until `condition(server)` is truthy, woken by each change the server makes; TimeoutError after."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not (result := condition(self)):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"mail server: timed out after {timeout}s waiting for {what}; "
-                        f"{len(self._messages)} message(s) received"
-                    )
-                self._changed.wait(remaining)
-            return result
 
     def wait_for_messages(self, count: int, timeout: float = 5) -> list[EmailMessage]:
         """The messages, once at least `count` have arrived."""
@@ -160,8 +119,8 @@ class MailServer:
                     self._changed.notify_all()
         return "250 OK"
 
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+    def _progress(self) -> str:
+        return f"{len(self._messages)} message(s) received"
 
     def _connection(self) -> SMTP:
         # The host as the greeting's name: the default looks up this machine's FQDN, which can take seconds.

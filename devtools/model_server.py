@@ -29,9 +29,7 @@ import logging
 import math
 import re
 import signal
-import socket
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -39,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
+
+from devtools.serving import LoopServer
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -266,8 +266,10 @@ def sse(payload: dict[str, Any] | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-class ModelServer:
+class ModelServer(LoopServer):
     """The server on its own thread and event loop, on 127.0.0.1 and a free port unless given one."""
+
+    _name = "model server"
 
     def __init__(
         self,
@@ -278,21 +280,13 @@ class ModelServer:
         host: str = "127.0.0.1",
         default_step: Callable[[RecordedRequest], Step | None] | None = None,
     ) -> None:
-        self.host = host
+        super().__init__(port, host=host)
         self.chunk_delay = chunk_delay
         self.first_token_delay = first_token_delay
         # What an unscripted request gets when it returns a step; the default reply when it returns None.
         self.default_step = default_step
-        self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Bound here rather than by aiohttp, so the port is known (and held) before the loop starts.
-        self._sock.bind((host, port))
-        self.port: int = self._sock.getsockname()[1]
         self._steps: deque[Step] = deque()
         self._requests: list[RecordedRequest] = []
-        self._changed = threading.Condition()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"model-server-{self.port}", daemon=True)
         self._runner: web.AppRunner | None = None
         self._released: asyncio.Event | None = None
         self._handlers: set[asyncio.Task] = set()
@@ -303,27 +297,9 @@ class ModelServer:
         """The base URL the OpenAI SDK takes (`base_url`, `OPENAI_BASE_URL`)."""
         return f"http://{self.host}:{self.port}/v1"
 
-    def start(self) -> ModelServer:
-        self._thread.start()
-        self._call(self._start())
-        return self
-
     def stop(self) -> None:
         """Ends every request still being answered (hung ones included) and stops the loop."""
-        if not self._thread.is_alive():
-            self._sock.close()  # never started: nothing else closes them
-            self._loop.close()
-            return
-        self._call(self._stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
-
-    def __enter__(self) -> ModelServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        super().stop()
 
     def script(self, *steps: Step) -> None:
         """Queues behaviours for the next requests, one step a request, in order; then the default reply again.
@@ -360,19 +336,6 @@ class ModelServer:
         """Lets every hung request go on with its reply; a `Hang` already queued then passes straight through."""
         self._loop.call_soon_threadsafe(self._release)
 
-    def wait_until(self, condition: Callable[[ModelServer], T], *, timeout: float = 5, what: str = "condition") -> T:
-        """Blocks until `condition(server)` is truthy, woken by each change the server makes; TimeoutError after."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not (result := condition(self)):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"model server: timed out after {timeout}s waiting for {what}; outcomes so far: {self.outcomes}"
-                    )
-                self._changed.wait(remaining)
-            return result
-
     def wait_until_async(
         self, condition: Callable[[ModelServer], T], *, timeout: float = 5, what: str = "condition"
     ) -> Awaitable[T]:
@@ -390,12 +353,8 @@ class ModelServer:
     def wait_for_requests_async(self, count: int, *, timeout: float = 5) -> Awaitable[list[RecordedRequest]]:
         return asyncio.to_thread(self.wait_for_requests, count, timeout=timeout)
 
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
-
-    def _notify(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
+    def _progress(self) -> str:
+        return f"outcomes so far: {self.outcomes}"
 
     async def _start(self) -> None:
         self._released = asyncio.Event()
