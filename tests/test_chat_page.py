@@ -3,6 +3,9 @@ web process, a worker, the Temporal dev server, and the local model server writi
 
 Screenshots go to test-artifacts/ (desktop and 375 px wide). CI installs Chromium (.ci/run); elsewhere these tests
 skip without it.
+
+A reply is Markdown, rendered (and sanitized) by the page: a plain sentence shows as its text, without the
+whitespace at its ends.
 """
 
 import os
@@ -138,7 +141,7 @@ def test_a_person_chats_watches_the_reply_being_written_stops_one_and_reloads_in
     assert 0 < len(stopped_text) < len(LONG_REPLY)
     assert page.get_by_role("button", name="Stop").is_hidden()
     stored = ChatMessage.objects.get(session__session_id=session_id, seq=4)
-    assert (stored.status, stored.content) == ("stopped", stopped_text)
+    assert (stored.status, stored.content.strip()) == ("stopped", stopped_text)
 
     # Reload in the middle of a reply: the page picks it up where it is, and it ends whole, no word twice.
     assistant_model.script(Reply(LONG_REPLY, chunk_delay=0.1))

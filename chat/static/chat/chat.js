@@ -9,6 +9,9 @@
 // A reply's tool calls are cards above its text, one per call id, drawn from `tool_call` and `tool_result` events,
 // from the stored reply's `tool_calls`, and from the answer to an Approve or Deny; the page renders a stored reply's
 // cards with the same markup.
+//
+// A reply is Markdown: shown rendered (and sanitized), from its whole text so far, as it is written and once stored;
+// the page renders the replies it arrived with the same way. What a user writes stays plain text.
 "use strict";
 
 (() => {
@@ -109,7 +112,9 @@
   function showStored(message) {
     const following = atBottom();
     const element = ensureMessage(message.seq, message.role);
-    element.querySelector(".message__text").textContent = message.content;
+    const textElement = element.querySelector(".message__text");
+    if (message.role === "assistant") showReply(textElement, message.content);
+    else textElement.textContent = message.content;
     element.dataset.final = "true";
     element.dataset.status = message.status || "complete";
     element.removeAttribute("aria-busy");
@@ -135,15 +140,14 @@
     const shownAttempt = Number(reply.dataset.attempt || 0);
     if (attempt < shownAttempt) return;
     const textElement = reply.querySelector(".message__text");
-    const following = atBottom();
+    let written = replyText.get(textElement) || "";
     if (attempt > shownAttempt) {
       reply.dataset.attempt = String(attempt);
-      textElement.textContent = ""; // a retried turn writes its reply again
+      written = ""; // a retried turn writes its reply again
     }
-    textElement.append(text);
+    showReplyLater(textElement, written + text);
     reply.setAttribute("aria-busy", "true");
     writingChanged();
-    if (following) toBottom();
   }
 
   function writingChanged() {
@@ -151,6 +155,131 @@
     stopButton.hidden = !writing || status !== "active";
     if (writing) messages.setAttribute("aria-busy", "true");
     else messages.removeAttribute("aria-busy");
+  }
+
+  // Replies as Markdown: markdown-it renders CommonMark with tables and bare links (raw HTML in a reply is text, an
+  // image a link: it would load from wherever the reply points), DOMPurify cleans the result once more, and each code
+  // block gets its language and a Copy button. Without the two libraries (a script that didn't load) a reply is plain
+  // text, as a user's message is.
+
+  const markdown = window.markdownit && window.DOMPurify
+    ? window.markdownit({ html: false, linkify: true, typographer: false }).disable("image")
+    : null;
+  // What markdown-it writes, and nothing else.
+  const SANITIZE = {
+    ALLOWED_TAGS: ["p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "s", "code", "pre",
+      "blockquote", "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td"],
+    ALLOWED_ATTR: ["href", "title", "class", "start", "style"],
+    RETURN_DOM_FRAGMENT: true,
+  };
+  if (markdown) {
+    window.DOMPurify.addHook("uponSanitizeAttribute", (node, data) => {
+      // A table column's alignment, a code block's language: no other style or class.
+      if (data.attrName === "style") data.keepAttr = /^text-align:(left|right|center)$/.test(data.attrValue);
+      if (data.attrName === "class") data.keepAttr = /^language-\S+$/.test(data.attrValue);
+    });
+    window.DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+      if (node.tagName === "A" && node.hasAttribute("href")) {
+        node.setAttribute("target", "_blank");
+        node.setAttribute("rel", "noopener noreferrer");
+      }
+    });
+  }
+
+  const replyText = new WeakMap(); // a reply's text element → the Markdown written so far
+  const blockSource = new WeakMap(); // a rendered block → the sanitized HTML it came from
+  const toRender = new Set();
+  let renderScheduled = false;
+
+  function showReply(textElement, text) {
+    replyText.set(textElement, text);
+    toRender.delete(textElement);
+    renderReply(textElement);
+  }
+
+  // Deltas come faster than frames: the reply is rendered from its whole text at most once a frame.
+  function showReplyLater(textElement, text) {
+    replyText.set(textElement, text);
+    toRender.add(textElement);
+    if (renderScheduled) return;
+    renderScheduled = true;
+    const render = () => {
+      renderScheduled = false;
+      const following = atBottom();
+      for (const pending of toRender) renderReply(pending);
+      toRender.clear();
+      if (following) toBottom();
+    };
+    if (document.hidden) setTimeout(render, 100); // a hidden tab gets no frames
+    else requestAnimationFrame(render);
+  }
+
+  // The blocks that came out as before stay the same elements (a selection, a focused Copy button, a code block
+  // scrolled sideways stay put); the rest is replaced.
+  function renderReply(textElement) {
+    const text = replyText.get(textElement) || "";
+    if (!markdown) {
+      textElement.textContent = text;
+      return;
+    }
+    textElement.classList.add("message__text--markdown");
+    const fresh = markdownBlocks(text);
+    const shown = [...textElement.childNodes];
+    let same = 0;
+    while (same < shown.length && same < fresh.length && blockSource.has(shown[same])
+           && blockSource.get(shown[same]) === blockSource.get(fresh[same])) same += 1;
+    for (const node of shown.slice(same)) node.remove();
+    textElement.append(...fresh.slice(same));
+  }
+
+  function markdownBlocks(text) {
+    const fragment = window.DOMPurify.sanitize(markdown.render(text), SANITIZE);
+    const blocks = [];
+    for (const node of [...fragment.childNodes]) {
+      if (node.nodeType === Node.TEXT_NODE && !node.data.trim()) continue; // the line breaks between blocks
+      const block = node.nodeName === "PRE" ? codeBlock(node) : node;
+      if (node.nodeName === "PRE" || node.nodeName === "TABLE") node.tabIndex = 0; // they scroll sideways
+      blockSource.set(block, node.outerHTML ?? node.textContent);
+      blocks.push(block);
+    }
+    return blocks;
+  }
+
+  function codeBlock(pre) {
+    const language = /^language-(\S+)$/.exec(pre.querySelector("code")?.className || "")?.[1] || "";
+    const block = make("div", "code", "code-block");
+    const head = make("div", "code__head");
+    const label = make("span", "code__language", "code-language");
+    label.textContent = language || "code";
+    const copy = make("button", "code__copy", "code-copy");
+    copy.type = "button";
+    copy.textContent = "Copy";
+    const said = make("span", "visually-hidden"); // "Copied", for a screen reader
+    said.setAttribute("role", "status");
+    head.append(label, copy, said);
+    block.append(head, pre);
+    return block;
+  }
+
+  const copyTimers = new WeakMap();
+
+  async function copyCode(button) {
+    const block = button.closest(".code");
+    const code = block.querySelector("pre").textContent.replace(/\n$/, "");
+    let outcome;
+    try {
+      await navigator.clipboard.writeText(code);
+      outcome = "Copied";
+    } catch {
+      outcome = "Couldn't copy"; // no clipboard (a page not served over HTTPS) or permission refused
+    }
+    button.textContent = outcome;
+    block.querySelector("[role=status]").textContent = outcome;
+    clearTimeout(copyTimers.get(button));
+    copyTimers.set(button, setTimeout(() => {
+      button.textContent = "Copy";
+      block.querySelector("[role=status]").textContent = "";
+    }, 2000));
   }
 
   // Follows the conversation's end as it grows, unless the reader has scrolled up to read.
@@ -336,7 +465,7 @@
       notice.hidden = false;
       for (const open of messages.querySelectorAll('[data-final="false"]')) {
         // A reply that never started; one that called tools keeps its cards.
-        if (!open.querySelector(".message__text").textContent && !open.querySelector(".tool")) open.remove();
+        if (!replyText.get(open.querySelector(".message__text")) && !open.querySelector(".tool")) open.remove();
       }
       writingChanged();
       stopFollowing();
@@ -509,6 +638,8 @@
     }
   });
   messages.addEventListener("click", (event) => {
+    const copy = event.target.closest(".code__copy");
+    if (copy) copyCode(copy);
     const button = event.target.closest('[data-testid="tool-approve"], [data-testid="tool-deny"]');
     if (button) decide(button.closest(".tool"), button.dataset.testid === "tool-approve");
   });
@@ -522,6 +653,10 @@
 
   // On a narrow screen the list of chats starts folded, out of the conversation's way.
   if (window.matchMedia("(max-width: 700px)").matches) $("session-fold")?.removeAttribute("open");
+  // The stored replies the page arrived with, rendered as the stream renders them.
+  for (const textElement of messages.querySelectorAll('[data-role="assistant"] .message__text')) {
+    showReply(textElement, textElement.textContent);
+  }
   // The newest messages in view; a reply the page arrived in the middle of waits for its next words.
   history.scrollRestoration = "manual"; // a reload shows the newest messages, not where the page was
   toBottom();
