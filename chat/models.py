@@ -7,6 +7,16 @@ from django.utils import timezone
 from chat.types import EventType, MessageStatus, Role, SessionStatus, ToolCallStatus
 from temporal_integration.conf import get_config
 
+TITLE_LENGTH = 200
+# A chat's first message gives it a title this long at most, on one line.
+AUTO_TITLE_LENGTH = 60
+
+
+def title_from(content: str) -> str:
+    """A chat's title from its first message: its first characters, on one line."""
+    line = " ".join(content.split())
+    return line if len(line) <= AUTO_TITLE_LENGTH else line[: AUTO_TITLE_LENGTH - 1].rstrip() + "…"
+
 
 class ChatSession(models.Model):
     """The database's projection of one session workflow, written only by its activities."""
@@ -18,6 +28,11 @@ class ChatSession(models.Model):
 
     session_id = models.CharField(max_length=64, unique=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="chat_sessions")
+    title = models.CharField(
+        max_length=TITLE_LENGTH,
+        blank=True,
+        help_text="The chat's name: the start of its first message, until its owner renames it.",
+    )
     workflow_id = models.CharField(max_length=255)
     run_id = models.CharField(max_length=64, help_text="The run that started the session.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)

@@ -122,5 +122,7 @@ def _with_tool_cards(shown: selectors.Conversation | None) -> list[tuple[ChatMes
 def _title(shown: selectors.Conversation | None) -> str:
     if shown is None:
         return "New chat"
+    if shown.session is not None and shown.session.title:
+        return shown.session.title
     first = next((m.content for m in shown.messages if m.role == ChatMessage.Role.USER), "")
     return first or "Chat"

@@ -18,7 +18,7 @@ from chat.assistant import RequestedCall, StoredCall, StoredStep, StoredTurn
 from chat.conf import chat_settings
 from chat.events import Event, get_event_log
 from chat.exceptions import UnknownUser
-from chat.models import ChatEvent, ChatMessage, ChatSession, ChatToolCall
+from chat.models import ChatEvent, ChatMessage, ChatSession, ChatToolCall, title_from
 from chat.serializers import MessageSerializer, SessionEndedSerializer
 from chat.tools import InvalidArguments, get_tools
 from chat.types import ChatMessageData, MessageStatus, SessionEnd, ToolCallRef, ToolCallStatus, tool_call_id
@@ -59,6 +59,8 @@ def message_record(*, session_id: str, message: ChatMessageData) -> ChatMessage:
         ChatSession.objects.filter(pk=session.pk, message_count__lt=message.seq).update(
             message_count=message.seq, last_activity_at=message.created_at
         )
+        if message.seq == 1 and message.role == ChatMessage.Role.USER:  # the chat's title, unless renamed first
+            ChatSession.objects.filter(pk=session.pk, title="").update(title=title_from(message.content))
     data = dict(MessageSerializer(stored).data)
     events = [Event(session_id, ChatEvent.Type.MESSAGE, data, key=ChatEvent.message_key(stored.seq))]
     if stored.status == ChatMessage.Status.FAILED:

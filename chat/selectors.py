@@ -12,7 +12,7 @@ from chat import gateway
 from chat.events import get_event_log
 from chat.exceptions import SessionNotFound, TemporalUnavailable, ToolCallNotFound, WorkflowUnreadable
 from chat.gateway import SessionGateway, WorkflowView
-from chat.models import ChatEvent, ChatMessage, ChatSession, ChatToolCall
+from chat.models import ChatEvent, ChatMessage, ChatSession, ChatToolCall, title_from
 from chat.types import SessionState, SessionStatus
 
 
@@ -45,10 +45,13 @@ def session_require_owner(*, user: AbstractBaseUser, session_id: str) -> None:
 
 
 def sessions_listed(*, user: AbstractBaseUser, limit: int = 50) -> list[ChatSession]:
-    """The user's newest sessions, each with `title`: the start of its first message (empty before one)."""
+    """The user's newest sessions, each with its `title` (or, where it has none, the start of its first message;
+    empty before one)."""
     first_message = ChatMessage.objects.filter(session=OuterRef("pk"), role=ChatMessage.Role.USER).order_by("seq")
-    sessions = sessions_of(user=user).annotate(title=Subquery(first_message.values("content")[:1]))
-    return list(sessions[:limit])
+    sessions = list(sessions_of(user=user).annotate(first=Subquery(first_message.values("content")[:1]))[:limit])
+    for session in sessions:
+        session.title = session.title or title_from(session.first or "")
+    return sessions
 
 
 def messages_of(*, user: AbstractBaseUser, session_id: str) -> QuerySet[ChatMessage]:

@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from chat.conf import chat_settings
-from chat.models import ChatMessage, ChatSession, ChatToolCall
+from chat.models import TITLE_LENGTH, ChatMessage, ChatSession, ChatToolCall
 
 SESSION_ID_REGEX = "[A-Za-z0-9_-]{1,64}"  # also the URLs' (chat.views)
 SESSION_ID_PATTERN = f"^{SESSION_ID_REGEX}$"
@@ -103,7 +103,7 @@ class SessionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ChatSession
         fields = [
-            *["session_id", "status", "message_count", "started_at", "last_activity_at", "ended_at"],
+            *["session_id", "title", "status", "message_count", "started_at", "last_activity_at", "ended_at"],
             *["workflow_id", "temporal_ui_url"],
         ]
 
@@ -236,6 +236,21 @@ class PostMessageSerializer(StrictSerializer):
         error_messages={"invalid": SESSION_ID_RULE, "blank": SESSION_ID_RULE, **STRING_ERRORS},
     )
     content = content_field()
+
+
+class RenameSerializer(StrictSerializer):
+    """PATCH's body: only the title changes (an empty body changes nothing)."""
+
+    title = StrictCharField(
+        required=False,
+        max_length=TITLE_LENGTH,
+        help_text="The chat's new name (surrounding whitespace is dropped).",
+        error_messages={
+            "blank": "must not be empty.",
+            "max_length": f"must be at most {TITLE_LENGTH} characters.",
+            **STRING_ERRORS,
+        },
+    )
 
 
 class DecisionSerializer(StrictSerializer):

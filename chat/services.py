@@ -15,7 +15,7 @@ from chat.events import get_event_log
 from chat.exceptions import SessionEnded, SessionExists, SessionNotFound, TokenBudgetExceeded
 from chat.gateway import SessionGateway
 from chat.models import ChatSession, ChatToolCall
-from chat.selectors import session_require_owner, tokens_used_today, tool_call_get
+from chat.selectors import session_get, session_require_owner, tokens_used_today, tool_call_get
 from chat.types import ChatMessageData, SessionState, ToolDecision
 
 logger = logging.getLogger(__name__)
@@ -103,6 +103,16 @@ def session_delete(*, user: AbstractBaseUser, session_id: str, by: AbstractBaseU
     get_event_log().delete(session_id)
     ChatSession.objects.filter(session_id=session_id).delete()
     logger.info("session deleted session_id=%s user_id=%s by=%s", session_id, user.pk, by.get_username())
+
+
+def session_rename(*, user: AbstractBaseUser, session_id: str, title: str | None = None) -> ChatSession:
+    """Renames the user's chat, open or ended. A title is the owner's label for the chat, not part of the session's
+    life, so it is written here rather than through the workflow (which an ended chat no longer has running)."""
+    session = session_get(user=user, session_id=session_id)
+    if title is not None:
+        session.title = title
+        session.save(update_fields=["title", "updated_at"])
+    return session
 
 
 def session_stop(*, user: AbstractBaseUser, session_id: str) -> bool:

@@ -15,6 +15,7 @@ from chat.serializers import (
     MessageSerializer,
     PostedMessageSerializer,
     PostMessageSerializer,
+    RenameSerializer,
     SessionDetailSerializer,
     SessionSerializer,
     StartedSessionSerializer,
@@ -158,6 +159,26 @@ class SessionViewSet(viewsets.GenericViewSet):
             reply = async_to_sync(await_reply)(session_id=session_id, user_seq=message.seq, reply_seq=message.reply_seq)
             return Response({**reply, "reply_seq": None}, status=status.HTTP_201_CREATED)
         return Response(PostedMessageSerializer(message).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=RenameSerializer,
+        responses={
+            200: SessionSerializer,
+            **_errors(
+                e400="A title that is empty, too long or not a string; or unknown fields.",
+                **UNAUTHENTICATED,
+                **NOT_FOUND,
+                **TOO_LARGE,
+                **NOT_JSON,
+            ),
+        },
+    )
+    def partial_update(self, request: Request, session_id: str) -> Response:
+        """Renames the chat (open or ended)."""
+        payload = RenameSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        session = services.session_rename(user=request.user, session_id=session_id, **payload.validated_data)
+        return Response(SessionSerializer(session).data)
 
     @extend_schema(responses={204: None, **DELETE_ERRORS})
     def destroy(self, request: Request, session_id: str) -> Response:

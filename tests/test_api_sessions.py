@@ -260,3 +260,32 @@ def test_a_post_to_a_fresh_session_whose_worker_is_not_up_answers_503_not_500(al
 
     assert response.status_code == 503
     assert "is unavailable" in response.json()["detail"]
+
+
+def test_a_chat_is_titled_by_its_first_message_and_renamed_by_its_owner_only(alice, bob, worker):
+    session_id = start(alice, "to-rename")
+    post(alice, session_id, "  A first message\nthat runs over " + "many words " * 10)
+    titled = wait_until_titled(alice, session_id)
+    renamed = alice.patch(f"/api/sessions/{session_id}/", {"title": "  Pasta plans "}, format="json")
+    listed = alice.get("/api/sessions/").json()["results"]
+    refused = [
+        alice.patch(f"/api/sessions/{session_id}/", body, format="json")
+        for body in ({"title": ""}, {"title": "x" * 201}, {"title": 5}, {"name": "x"})
+    ]
+    intruder = bob.patch(f"/api/sessions/{session_id}/", {"title": "mine"}, format="json")
+    unchanged = alice.patch(f"/api/sessions/{session_id}/", {}, format="json")
+    alice.post(f"/api/sessions/{session_id}/end/")
+    after_end = alice.patch(f"/api/sessions/{session_id}/", {"title": "Ended, renamed"}, format="json")
+
+    assert titled == "A first message that runs over many words many words many w…"
+    assert (renamed.status_code, renamed.json()["title"]) == (200, "Pasta plans")
+    assert [s["title"] for s in listed if s["session_id"] == session_id] == ["Pasta plans"]
+    assert [r.status_code for r in refused] == [400, 400, 400, 400]
+    assert refused[0].json()["errors"]["title"] == ["must not be empty."]
+    assert intruder.status_code == 404
+    assert (unchanged.status_code, unchanged.json()["title"]) == (200, "Pasta plans")  # nothing to change
+    assert (after_end.status_code, after_end.json()["title"]) == (200, "Ended, renamed")
+
+
+def wait_until_titled(api: APIClient, session_id: str) -> str:
+    return wait_for(lambda: api.get(f"/api/sessions/{session_id}/").json()["title"], timeout=10, what="a title")
