@@ -32,6 +32,35 @@ pytestmark = [
 playwright = pytest.importorskip("playwright.sync_api")
 
 LONG_REPLY = " ".join(f"word{i}" for i in range(1, 61))  # 60 words, 6 s at 0.1 s a word
+CODE = 'def greet(name: str) -> str:\n    return f"Hello, {name}! A line long enough to scroll sideways on a phone."'
+MARKDOWN_REPLY = f"""Here is a **short** answer, with [the guide](https://example.org/guide) and `inline code`.
+
+1. Install it
+2. Run it, as https://example.com/start says
+
+> A quoted line.
+
+| name | what | size |
+|------|------|-----:|
+| alpha | the first entry, with a note | 1 |
+| beta | the second entry | 22 |
+
+```python
+{CODE}
+```
+
+- one more item
+- and the last
+"""
+XSS_REPLY = """<img src=x onerror="window.__pwned=1">
+
+<script>window.__pwned=2</script>
+
+Inline, <img src=x onerror="window.__pwned=1"> and [x](javascript:window.__pwned=3) too.
+"""
+# A rendered reply's shape: each element with the attributes that matter, in document order.
+SHAPE = """text => [...text.querySelectorAll("*")].map(e => [e.tagName, ...["href", "target", "rel", "style", "class"]
+    .map(name => e.getAttribute(name))].join(" "))"""
 
 
 @pytest.fixture
@@ -210,3 +239,89 @@ def test_a_second_tab_follows_another_user_gets_404_and_a_refused_message_stays_
     assert second.get_by_test_id("composer-form").is_hidden()
     assert second.get_by_test_id("session-status").text_content() == "Ended"
     wait_for(lambda: ChatSession.objects.filter(status="ended", user__username="writer").exists(), what="the record")
+
+
+def test_a_reply_in_markdown_is_rendered_as_it_is_written_its_code_copies_and_a_reload_shows_the_same(
+    site, browser, assistant_model
+):
+    expect = playwright.expect
+    page = logged_in(browser, site, "markdown", width=1100)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=site)
+    assistant_model.script(Reply(MARKDOWN_REPLY, chunk_delay=0.05))
+    send(page, "Show me **Markdown**, please")
+    reply = message(page, 2)
+    text = reply.get_by_test_id("message-text")
+
+    # Rendered while it is written: a paragraph done early stays the same element to the end (no flicker).
+    first_paragraph = page.wait_for_function(
+        """() => {
+            const writing = document.querySelector('[data-seq="2"][data-final="false"]');
+            return writing?.querySelector("ol > li") && writing.querySelector(".message__text > p");
+        }""",
+        timeout=30_000,
+    )
+    page.screenshot(path=ARTIFACTS / "chat-markdown-streaming-1100px.png")
+    expect(reply).to_have_attribute("data-final", "true", timeout=30_000)
+    assert first_paragraph.evaluate("p => p.isConnected && p.textContent") == (
+        "Here is a short answer, with the guide and inline code."
+    )
+
+    # What the user wrote stays text.
+    expect(message(page, 1).get_by_test_id("message-text")).to_have_text("Show me **Markdown**, please")
+    expect(message(page, 1).locator("strong")).to_have_count(0)
+
+    expect(text.locator("strong")).to_have_text("short")
+    expect(text.locator("code").first).to_have_text("inline code")
+    expect(text.locator("li")).to_have_count(4)
+    expect(text.locator("blockquote")).to_have_text("A quoted line.")
+    for name, href in (("the guide", "https://example.org/guide"), ("https://example.com/start",) * 2):
+        link = text.get_by_role("link", name=name)
+        expect(link).to_have_attribute("href", href)
+        expect(link).to_have_attribute("target", "_blank")
+        expect(link).to_have_attribute("rel", "noopener noreferrer")
+    expect(text.locator("table th")).to_have_text(["name", "what", "size"])
+    expect(text.locator("table td").nth(2)).to_have_attribute("style", "text-align:right")
+    block = text.get_by_test_id("code-block")
+    expect(block.get_by_test_id("code-language")).to_have_text("python")
+    expect(block.locator("pre code")).to_have_class("language-python")
+    block.get_by_role("button", name="Copy").click()
+    copy = block.get_by_test_id("code-copy")  # its name changes
+    expect(copy).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == CODE
+    expect(copy).to_have_text("Copy", timeout=5_000)  # for a moment only
+    shape = text.evaluate(SHAPE)
+    assert not text.evaluate("t => getComputedStyle(t).whiteSpace.startsWith('pre')")
+
+    # A reload renders the stored reply the same way.
+    page.reload()
+    expect(text.locator("table")).to_be_visible()
+    assert text.evaluate(SHAPE) == shape
+    page.screenshot(path=ARTIFACTS / "chat-markdown-1100px.png", full_page=True)
+
+    page.set_viewport_size({"width": 375, "height": 812})
+    page.reload()
+    expect(text.locator("table")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375  # the table and the code scroll instead
+    assert text.locator("pre").evaluate("pre => pre.scrollWidth > pre.clientWidth")
+    text.get_by_test_id("code-block").scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "chat-markdown-375px.png")
+
+
+def test_html_and_a_javascript_link_in_a_reply_stay_text_live_and_after_a_reload(site, browser, assistant_model):
+    expect = playwright.expect
+    page = logged_in(browser, site, "xss", width=1100)
+    assistant_model.script(Reply(XSS_REPLY, chunk_delay=0.02))
+    send(page, "Say something nasty")
+    reply = message(page, 2)
+    text = reply.get_by_test_id("message-text")
+    expect(reply).to_have_attribute("data-final", "true", timeout=30_000)
+
+    for moment in ("stored", "reloaded"):
+        expect(text.get_by_text('<img src=x onerror="window.__pwned=1">', exact=True)).to_be_visible()
+        expect(text.get_by_text("<script>window.__pwned=2</script>", exact=True)).to_be_visible()
+        expect(text.locator("img, script")).to_have_count(0)
+        expect(text.get_by_role("link")).to_have_count(0)  # a javascript: URL makes no link: its text shows
+        text.get_by_text("[x](javascript:window.__pwned=3)").click()
+        assert page.evaluate("typeof window.__pwned") == "undefined", moment
+        if moment == "stored":
+            page.reload()
