@@ -325,3 +325,20 @@ def test_html_and_a_javascript_link_in_a_reply_stay_text_live_and_after_a_reload
         assert page.evaluate("typeof window.__pwned") == "undefined", moment
         if moment == "stored":
             page.reload()
+
+
+def test_the_page_follows_the_systems_dark_or_light_setting(site, browser):
+    def luminance(page: "playwright.Page", selector: str, prop: str) -> float:
+        rgb = page.eval_on_selector(selector, f"e => getComputedStyle(e).{prop}")
+        red, green, blue = (int(part) for part in rgb[rgb.index("(") + 1 : rgb.index(")")].split(",")[:3])
+        return (0.2126 * red + 0.7152 * green + 0.0722 * blue) / 255
+
+    seen = {}
+    for scheme in ("light", "dark"):
+        page = browser.new_context(viewport={"width": 375, "height": 800}, color_scheme=scheme).new_page()
+        page.goto(f"{site}/accounts/login/")
+        seen[scheme] = (luminance(page, "html", "backgroundColor"), luminance(page, "body", "color"))
+        page.screenshot(path=ARTIFACTS / f"login-{scheme}-375px.png")
+
+    assert seen["light"][0] > 0.9 > 0.3 > seen["light"][1]  # a light page, dark text
+    assert seen["dark"][0] < 0.15 < 0.7 < seen["dark"][1]  # a dark page, light text
