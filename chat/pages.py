@@ -13,7 +13,7 @@ from chat import selectors
 from chat.conf import chat_settings
 from chat.exceptions import SessionNotFound, TemporalUnavailable, WorkflowUnreadable
 from chat.models import ChatMessage, ChatSession, ChatToolCall
-from chat.tools import send_email
+from chat.tools import send_email, snippet
 from chat.types import ToolCallStatus
 
 CLOSED_NOTICES = {
@@ -72,6 +72,39 @@ def args_text(args: object) -> str:
 
 def _json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))  # as JavaScript's JSON.stringify
+
+
+# The most hits the search page shows.
+SEARCH_HITS = 50
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """A message the search found, its snippet cut around the match (the template marks `match`)."""
+
+    session: ChatSession
+    seq: int
+    before: str
+    match: str
+    after: str
+
+
+@login_required
+def search(request: HttpRequest) -> HttpResponse:
+    """The user's own messages containing a text, newest first, each linking to its chat."""
+    query = " ".join(request.GET.get("q", "").split())[:200]
+    found = selectors.messages_matching(user=request.user, query=query, limit=SEARCH_HITS) if query else []
+    hits = []
+    for message in found:
+        text = snippet(message.content, query)
+        at = text.lower().find(query.lower())
+        if at < 0:  # whitespace folded differently: show the snippet unmarked
+            hits.append(SearchHit(message.session, message.seq, text, "", ""))
+        else:
+            end = at + len(query)
+            hits.append(SearchHit(message.session, message.seq, text[:at], text[at:end], text[end:]))
+    context = {"query": query, "hits": hits, "sessions": selectors.sessions_listed(user=request.user)}
+    return render(request, "chat/search.html", context)
 
 
 @login_required

@@ -54,6 +54,18 @@ def sessions_listed(*, user: AbstractBaseUser, limit: int = 50) -> list[ChatSess
     return sessions
 
 
+def messages_matching(
+    *, user: AbstractBaseUser, query: str, limit: int = 10, skip: tuple[str, int] | None = None
+) -> list[ChatMessage]:
+    """What the user wrote, in all their chats, containing `query` (case-insensitive), newest first, each with its
+    session. `skip` leaves out one session's messages from a seq on. The page's search and the assistant's
+    search_chats tool both read this."""
+    found = ChatMessage.objects.filter(session__user=user, role=ChatMessage.Role.USER, content__icontains=query)
+    if skip is not None:
+        found = found.exclude(session__session_id=skip[0], seq__gte=skip[1])
+    return list(found.select_related("session").order_by("-created_at", "-seq")[:limit])
+
+
 def messages_of(*, user: AbstractBaseUser, session_id: str) -> QuerySet[ChatMessage]:
     return session_get(user=user, session_id=session_id).messages.order_by("seq")
 

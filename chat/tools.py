@@ -178,27 +178,24 @@ def search_chats(ctx: ToolContext, query: str) -> str:
     Args:
         query: The text to look for.
     """
-    from chat.models import ChatMessage
+    from chat.selectors import messages_matching
 
     query = query.strip()
     if not query:
         return "Give a text to search for."
-    found = (
-        ChatMessage.objects.filter(session__user=ctx.user, role=ChatMessage.Role.USER, content__icontains=query)
-        .exclude(session__session_id=ctx.session_id, seq__gte=ctx.reply_seq - 1)  # this turn's own message
-        .order_by("-created_at", "-seq")
-        .values_list("session__session_id", "seq", "content")[:SEARCH_LIMIT]
-    )
+    # This turn's own question is left out: it contains the text, and the user knows it.
+    found = messages_matching(user=ctx.user, query=query, limit=SEARCH_LIMIT, skip=(ctx.session_id, ctx.reply_seq - 1))
     matches = [
-        {"session_id": session_id, "seq": seq, "snippet": _snippet(content, query)}
-        for session_id, seq, content in found
+        {"session_id": message.session.session_id, "seq": message.seq, "snippet": snippet(message.content, query)}
+        for message in found
     ]
     if not matches:
         return f"No earlier message contains {query!r}."
     return json.dumps(matches, ensure_ascii=False)
 
 
-def _snippet(content: str, query: str) -> str:
+def snippet(content: str, query: str) -> str:
+    """The part of a message around the first place it contains `query`, on one line."""
     at = content.lower().find(query.lower())
     start = max(0, at - SNIPPET_CHARS // 3)
     snippet = content[start : start + SNIPPET_CHARS].replace("\n", " ")

@@ -1,6 +1,7 @@
 """The chat page as Django serves it (the browser's side is tests/test_chat_page.py): who may see what, what the
 page shows of a session, and where its event stream takes over from the stored messages."""
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -213,3 +214,34 @@ def test_a_session_without_events_streams_from_its_start(owner, browser):
 
     assert shown.after is None
     assert 'data-after=""' in browser.get("/chat/s1/").text
+
+
+def test_the_search_finds_what_the_user_wrote_in_all_their_chats_marked_and_escaped(owner, browser):
+    pasta = session_of(
+        owner, "pasta", ("user", "A <b>Pasta</b> recipe, please", "complete"), ("assistant", "pasta!", "complete")
+    )
+    pasta.title = "Dinner"
+    pasta.save()
+    session_of(
+        owner,
+        "later",
+        ("user", "hello", "complete"),
+        ("assistant", "hi", "complete"),
+        ("user", "more pasta", "complete"),
+    )
+    session_of(get_user_model().objects.create_user("someone-else"), "theirs", ("user", "secret pasta", "complete"))
+
+    page = browser.get("/search/", {"q": "  PASTA "}).text
+    none = browser.get("/search/", {"q": "risotto"}).text
+    empty = browser.get("/search/").text
+    chat_page = browser.get("/").text
+
+    hits = re.findall(r'data-testid="search-hit" data-session-id="([^"]+)" data-seq="(\d+)"', page)
+    assert hits == [("later", "3"), ("pasta", "1")]  # newest first; what the user wrote, not the replies; not theirs
+    assert "A &lt;b&gt;<mark>Pasta</mark>&lt;/b&gt; recipe, please" in page  # marked, and escaped
+    assert ">Dinner</span>" in page  # the chat's title
+    assert 'value="PASTA"' in page
+    assert "None of your messages contains “risotto”." in none
+    assert "Search your chats" in empty
+    assert 'data-testid="search-input"' in chat_page  # the box is in every page's list of chats
+    assert browser.get("/search/", {"q": "x" * 5000}).status_code == 200
