@@ -24,6 +24,7 @@ from chat.types import (
     FINISH_TURN,
     LOG_SESSION_END,
     LOG_SESSION_START,
+    MARK_REPLACED,
     PERSIST_MESSAGE,
     RUN_TOOL,
     RUN_TURN,
@@ -87,6 +88,13 @@ def store_message(record: MessageRecord) -> None:
 def persist_message(session_id: str, message: ChatMessageData) -> None:
     """store_message in its earlier shape, for workflows that scheduled it before the store-message patch."""
     store_message(MessageRecord(session_id, message))
+
+
+@activity.defn(name=MARK_REPLACED)
+def mark_replaced(record: MessageRecord) -> None:
+    """Marks the reply a regenerate replaces (`record.message.seq`)."""
+    logger.info("mark_replaced session_id=%s seq=%d", record.session_id, record.message.seq)
+    projections.message_replace(session_id=record.session_id, seq=record.message.seq)
 
 
 @activity.defn(name=LOG_SESSION_END)

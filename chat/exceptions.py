@@ -4,6 +4,7 @@ from temporal_integration.client import TemporalUnavailable
 
 __all__ = [
     "InvalidMessage",
+    "NothingToRegenerate",
     "ReplyPending",
     "SessionEnded",
     "SessionExists",
@@ -81,3 +82,7 @@ class ToolCallNotWaiting(Exception):
 
     def __init__(self, call_id: str) -> None:
         super().__init__(f"Tool call {call_id!r} is not waiting for a decision.")
+
+
+class NothingToRegenerate(Exception):
+    """No finished reply to answer again: none yet, or one is being written."""

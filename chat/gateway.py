@@ -34,6 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from chat.exceptions import (
     InvalidMessage,
+    NothingToRegenerate,
     SessionEnded,
     SessionExists,
     SessionNotFound,
@@ -44,9 +45,11 @@ from chat.exceptions import (
 from chat.types import (
     CLIENT_UPDATE_PREFIX,
     INVALID_MESSAGE,
+    NOTHING_TO_REGENERATE,
     SESSION_ENDED,
     TOOL_CALL_NOT_WAITING,
     ChatMessageData,
+    Regeneration,
     SessionOptions,
     SessionState,
     ToolDecision,
@@ -156,6 +159,13 @@ class SessionGateway:
                 ChatSessionWorkflow.end_session, ended_by, rpc_timeout=self._timeout
             )
 
+    async def regenerate(self, *, session_id: str) -> Regeneration:
+        """Asks for another answer to the last answered message; NothingToRegenerate while a reply is written."""
+        with _translated(session_id):
+            return await self._handle(session_id).execute_update(
+                ChatSessionWorkflow.regenerate, rpc_timeout=self._timeout
+            )
+
     async def stop(self, *, session_id: str) -> bool:
         """Stops the reply being written, if one is; SessionEnded if the session has."""
         with _translated(session_id):
@@ -219,6 +229,8 @@ def _translated(session_id: str, not_found: Callable[[str], Exception] = Session
             raise SessionEnded(session_id) from exc
         if isinstance(cause, ApplicationError) and cause.type == INVALID_MESSAGE:
             raise InvalidMessage(cause.message) from exc
+        if isinstance(cause, ApplicationError) and cause.type == NOTHING_TO_REGENERATE:
+            raise NothingToRegenerate(cause.message) from exc
 
         raise
     except WorkflowUpdateRPCTimeoutOrCancelledError as exc:

@@ -75,6 +75,7 @@ class ChatMessage(models.Model):
         COMPLETE = MessageStatus.COMPLETE.value, "Complete"
         STOPPED = MessageStatus.STOPPED.value, "Stopped"
         FAILED = MessageStatus.FAILED.value, "Failed"
+        REPLACED = MessageStatus.REPLACED.value, "Replaced"
 
     # What a client shows for a reply that failed (the `turn_failed` event's detail, and the chat page's note).
     FAILED_REPLY = "The assistant could not answer. Send another message to try again."

@@ -77,6 +77,18 @@ def message_record(*, session_id: str, message: ChatMessageData) -> ChatMessage:
     return stored
 
 
+def message_replace(*, session_id: str, seq: int) -> None:
+    """Marks a reply replaced (the user asked for another answer) and tells the session's stream; the model is not
+    shown it again. Idempotent."""
+    with transaction.atomic():
+        stored = ChatMessage.objects.select_for_update().get(session__session_id=session_id, seq=seq)
+        if stored.status != ChatMessage.Status.REPLACED:
+            stored.status = ChatMessage.Status.REPLACED
+            stored.save(update_fields=["status"])
+    data = dict(MessageSerializer(stored).data)
+    get_event_log().append(session_id, [Event(session_id, ChatEvent.Type.MESSAGE, data, key=f"replaced:{seq}")])
+
+
 def message_get(*, session_id: str, seq: int) -> ChatMessageData | None:
     stored = ChatMessage.objects.filter(session__session_id=session_id, seq=seq).first()
     return None if stored is None else message_data(stored)
@@ -127,7 +139,7 @@ def turn_conversation(*, session_id: str, upto_seq: int, reply_seq: int | None =
     steps = _steps_by_reply(session_id, upto=last)
     rows = (
         ChatMessage.objects.filter(session__session_id=session_id, seq__lte=upto_seq)
-        .exclude(role=ChatMessage.Role.ASSISTANT, status=ChatMessage.Status.FAILED)
+        .exclude(role=ChatMessage.Role.ASSISTANT, status__in=[ChatMessage.Status.FAILED, ChatMessage.Status.REPLACED])
         .order_by("seq")
         .values_list("seq", "role", "content")
     )

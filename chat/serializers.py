@@ -208,6 +208,11 @@ class StartedSessionSerializer(serializers.Serializer):
     message = PostedMessageSerializer(allow_null=True, help_text="The first message, when one rode on the start.")
 
 
+class RegenerationSerializer(serializers.Serializer):
+    reply_seq = serializers.IntegerField(help_text="The seq the new reply takes: follow it on the event stream.")
+    replaces = serializers.IntegerField(help_text="The reply it replaces, now marked `replaced`.")
+
+
 class StopSerializer(serializers.Serializer):
     stopped = serializers.BooleanField(help_text="Whether a reply was being written (and is now stopped).")
 

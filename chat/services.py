@@ -16,7 +16,7 @@ from chat.exceptions import SessionEnded, SessionExists, SessionNotFound, TokenB
 from chat.gateway import SessionGateway
 from chat.models import ChatSession, ChatToolCall
 from chat.selectors import session_get, session_require_owner, tokens_used_today, tool_call_get
-from chat.types import ChatMessageData, SessionState, ToolDecision
+from chat.types import ChatMessageData, Regeneration, SessionState, ToolDecision
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,14 @@ def session_rename(*, user: AbstractBaseUser, session_id: str, title: str | None
         session.title = title
         session.save(update_fields=["title", "updated_at"])
     return session
+
+
+def reply_regenerate(*, user: AbstractBaseUser, session_id: str) -> Regeneration:
+    """Asks the assistant to answer the last answered message again, through the session's workflow: the old reply
+    is kept, marked replaced; the new one streams under the next seq. Over the daily token budget, refused first."""
+    session_require_owner(user=user, session_id=session_id)
+    _require_token_budget(user)
+    return gateway.call(SessionGateway.regenerate, session_id=session_id)
 
 
 def session_stop(*, user: AbstractBaseUser, session_id: str) -> bool:

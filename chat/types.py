@@ -18,6 +18,7 @@ class SessionStatus(StrEnum):
 SESSION_ENDED = "SessionEnded"
 INVALID_MESSAGE = "InvalidMessage"
 TOOL_CALL_NOT_WAITING = "ToolCallNotWaiting"
+NOTHING_TO_REGENERATE = "NothingToRegenerate"
 
 # Update ids that the service derives from a client's client_message_id start with this.
 CLIENT_UPDATE_PREFIX = "message-"
@@ -39,6 +40,7 @@ RUN_TURN = "run_turn"  # a whole reply in one activity, for histories recorded b
 TAKE_MODEL_STEP = "take_model_step"
 RUN_TOOL = "run_tool"
 FINISH_TURN = "finish_turn"
+MARK_REPLACED = "mark_replaced"
 TRIM_EVENT_LOG = "trim_event_log"
 
 
@@ -65,6 +67,7 @@ class MessageStatus(StrEnum):
     COMPLETE = "complete"
     STOPPED = "stopped"  # the user stopped it: what was written is kept
     FAILED = "failed"  # the model could not answer, after its retries
+    REPLACED = "replaced"  # the user asked for another answer: kept, and not shown to the model again
 
 
 class ToolCallStatus(StrEnum):
@@ -128,6 +131,8 @@ class SessionCarry:
     pending_turns: list["Turn"] = field(default_factory=list)
     # How far the first of them had got (a run that continued as new while a tool call awaited approval).
     turn_progress: "TurnProgress | None" = None
+    # The last user message answered, and its reply: what regenerate answers again.
+    last_turn: "Turn | None" = None
 
 
 @dataclass(frozen=True)
@@ -264,6 +269,14 @@ class ToolDecision:
     approve: bool
     decided_by: str
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class Regeneration:
+    """The regenerate update's answer: the seq the new reply takes, and the one it replaces."""
+
+    reply_seq: int
+    replaces: int
 
 
 @dataclass(frozen=True)

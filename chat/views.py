@@ -15,6 +15,7 @@ from chat.serializers import (
     MessageSerializer,
     PostedMessageSerializer,
     PostMessageSerializer,
+    RegenerationSerializer,
     RenameSerializer,
     SessionDetailSerializer,
     SessionSerializer,
@@ -111,7 +112,7 @@ class SessionViewSet(viewsets.GenericViewSet):
         # Only the writes that start workflows or grow their histories are rate-limited.
         if self.action == "create":
             return [SessionStartThrottle()]
-        if self.action == "messages" and self.request.method == "POST":
+        if (self.action == "messages" and self.request.method == "POST") or self.action == "regenerate":
             return [MessagePostThrottle()]
         return []
 
@@ -184,6 +185,26 @@ class SessionViewSet(viewsets.GenericViewSet):
     def destroy(self, request: Request, session_id: str) -> Response:
         services.session_delete(user=request.user, session_id=session_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: RegenerationSerializer,
+            **_errors(
+                e409="No finished reply to answer again (none yet, or one is being written), or the session has ended.",
+                e429="Today's token budget is used; retry after the Retry-After header's seconds.",
+                **UNAUTHENTICATED,
+                **NOT_FOUND,
+                **UNAVAILABLE,
+            ),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def regenerate(self, request: Request, session_id: str) -> Response:
+        """Answers the last answered message again: the old reply is kept, marked `replaced`, and the new one
+        streams under the next seq."""
+        regeneration = services.reply_regenerate(user=request.user, session_id=session_id)
+        return Response(RegenerationSerializer(regeneration).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={200: StopSerializer, **STOP_ERRORS})
     @action(detail=True, methods=["post"])

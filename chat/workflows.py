@@ -21,6 +21,8 @@ with workflow.unsafe.imports_passed_through():
         INVALID_MESSAGE,
         LOG_SESSION_END,
         LOG_SESSION_START,
+        MARK_REPLACED,
+        NOTHING_TO_REGENERATE,
         PERSIST_MESSAGE,
         RUN_TOOL,
         RUN_TURN,
@@ -37,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         MessageRecord,
         MessageStatus,
         ModelStep,
+        Regeneration,
         Role,
         SessionCarry,
         SessionEnd,
@@ -115,6 +118,7 @@ class ChatSessionWorkflow:
         self.stopping = False  # the user pressed Stop: the turn ends at its next step
         self.decisions: dict[str, ToolDecision] = {}
         self.outcomes: dict[str, ToolOutcome] = {}
+        self.last_turn: Turn | None = carry.last_turn if carry else None
 
     @workflow.run
     async def run(
@@ -232,6 +236,39 @@ class ChatSessionWorkflow:
         self._require_active()
 
     @workflow.update
+    async def regenerate(self) -> Regeneration:
+        """Answers the last answered message again: its reply is kept, marked replaced, and a new one takes the next
+        seq."""
+        assert self.last_turn is not None  # the validator's
+        replaced = self.last_turn
+        self.message_count += 1
+        self.messages_this_run += 1
+        turn = Turn(self.session_id, replaced.user_seq, self.message_count)
+        self.pending_turns.append(turn)  # queued before any await, so a message posted meanwhile is answered after
+        self.last_activity_at = workflow.now()
+        self.persisting += 1
+        try:
+            await workflow.execute_activity(
+                MARK_REPLACED, MessageRecord(self.session_id, self._replaced(replaced.reply_seq)), **self._db()
+            )
+        finally:
+            self.persisting -= 1
+        self._show()
+        return Regeneration(turn.reply_seq, replaced.reply_seq)
+
+    @regenerate.validator
+    def _validate_regenerate(self) -> None:
+        self._require_active()
+        if self.last_turn is None or self.pending_turns:
+            raise ApplicationError(
+                "There is no finished reply to answer again: none yet, or one is being written.",
+                type=NOTHING_TO_REGENERATE,
+            )
+
+    def _replaced(self, seq: int) -> ChatMessageData:
+        return ChatMessageData(seq, Role.ASSISTANT, "", workflow.now(), status=MessageStatus.REPLACED)
+
+    @workflow.update
     async def decide_tool_call(self, decision: ToolDecision) -> ToolOutcome:
         """Approves or denies the tool call that waits for the user; answers once the call has run (or not)."""
         self.decisions[decision.call_id] = decision
@@ -328,6 +365,7 @@ class ChatSessionWorkflow:
         else:
             await self._run_turn(turn)
         self.pending_turns.pop(0)
+        self.last_turn = turn
         self._show()
 
     async def _run_turn(self, turn: Turn) -> None:
@@ -527,6 +565,7 @@ class ChatSessionWorkflow:
             keyed_messages=[KeyedMessage(key, message) for key, message in self.keyed.items()],
             pending_turns=list(self.pending_turns),
             turn_progress=self.progress,
+            last_turn=self.last_turn,
         )
 
     def _show(self) -> None:

@@ -9,6 +9,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from chat.exceptions import (
     InvalidMessage,
+    NothingToRegenerate,
     ReplyPending,
     SessionEnded,
     SessionExists,
@@ -27,6 +28,7 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     SessionNotFound: status.HTTP_404_NOT_FOUND,
     SessionEnded: status.HTTP_409_CONFLICT,
     SessionExists: status.HTTP_409_CONFLICT,
+    NothingToRegenerate: status.HTTP_409_CONFLICT,
     ToolCallNotFound: status.HTTP_404_NOT_FOUND,
     ToolCallNotWaiting: status.HTTP_409_CONFLICT,
     TemporalUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -211,6 +211,7 @@ TEMPORAL_ACTIVITIES = [
     "chat.activities.take_model_step",
     "chat.activities.run_tool",
     "chat.activities.finish_turn",
+    "chat.activities.mark_replaced",
     "chat.activities.trim_event_log",
 ]
 TEMPORAL_SCHEDULES = ["chat.maintenance.event_retention_schedule"]

@@ -85,8 +85,6 @@ async def record(client: Client) -> None:
         await h.result()
         await save(client, "reply-stopped", h)
 
-    await record_tool_calls(client)
-
 
 async def record_tool_calls(client: Client) -> None:
     email = ToolCallRef("call-2-0-1", "send_email", needs_approval=True)
@@ -125,16 +123,37 @@ async def record_tool_calls(client: Client) -> None:
         await save(client, "approval-expired-then-stopped", h)
 
 
-async def main() -> None:
+async def record_regenerate(client: Client) -> None:
+    db = FakeDatabase()
+    options = SessionOptions(idle_timeout_seconds=3600, max_messages_per_run=2)
+    async with session(client, db.activities(), options) as h:  # regenerated, then carried over continue-as-new
+        await h.execute_update(ChatSessionWorkflow.post_message, "question")
+        await answered(h)
+        await h.execute_update(ChatSessionWorkflow.regenerate)
+        await answered(h)
+        await wait_until(lambda: run_ids(client, h), lambda runs: len(runs) == 2)
+        await h.execute_update(ChatSessionWorkflow.regenerate)
+        await answered(h)
+        await h.execute_update(ChatSessionWorkflow.end_session, "7")
+        await h.result()
+        await save(client, "regenerate", h)
+
+
+# `make histories` records them all; `python -m tests.record_histories regenerate` only the ones named.
+RECORDERS = {"sessions": record, "tools": record_tool_calls, "regenerate": record_regenerate}
+
+
+async def main(names: list[str]) -> None:
     HISTORIES.mkdir(exist_ok=True)
     env = await WorkflowEnvironment.start_local(dev_server_existing_path=TEMPORAL_CLI)
     try:
-        await record(env.client)
+        for name in names or RECORDERS:
+            await RECORDERS[name](env.client)
     finally:
         await env.shutdown()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))
     sys.stdout.flush()
     os._exit(0)  # past interpreter finalization, where the SDK's native threads can abort the process (sdk-python#300)

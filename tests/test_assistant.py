@@ -409,3 +409,36 @@ def test_temporal_restarted_mid_reply_the_reply_completes_once_and_the_session_g
     assert reply_text(before + after, 2) == words == after[-1].data["content"]
     assert list(ChatMessage.objects.filter(role="assistant", seq=2).values_list("status", flat=True)) == ["complete"]
     assert (answered.status_code, answered.json()["seq"]) == (201, 4)
+
+
+def test_regenerate_answers_the_last_message_again_and_keeps_the_old_reply_marked_replaced(web, assistant_model):
+    chat = web()
+    assistant_model.script(Reply("first answer"), Reply("second answer", chunk_delay=0.1))
+    chat.start("regen-1", content="a question")
+    subscribed(chat, "regen-1")
+    chat.follow("regen-1", reply_stored(2))
+
+    regenerated = chat.post("sessions/regen-1/regenerate/")
+    busy = chat.post("sessions/regen-1/regenerate/")  # the new reply is being written
+    events = chat.follow("regen-1", reply_stored(3))
+    then = chat.post("sessions/regen-1/messages/", {"content": "and then?"}, wait="true")
+    listed = chat.get("sessions/regen-1/messages/").json()["results"]
+
+    assert (regenerated.status_code, regenerated.json()) == (202, {"reply_seq": 3, "replaces": 2})
+    assert busy.status_code == 409
+    assert [(e.data["seq"], e.data["status"]) for e in events if e.type == "message"][-2:] == [
+        (2, "replaced"),
+        (3, "complete"),
+    ]
+    assert reply_text(events, 3) == "second answer"
+    assert [(m["seq"], m["role"], m["content"], m["status"]) for m in listed[:3]] == [
+        (1, "user", "a question", "complete"),
+        (2, "assistant", "first answer", "replaced"),
+        (3, "assistant", "second answer", "complete"),
+    ]
+    asked_again, asked_next = assistant_model.requests[1], assistant_model.requests[2]
+    assert asked_again.last_user_text == "a question"
+    assert "first answer" not in str(asked_again.messages)  # the model answers afresh
+    assert "first answer" not in str(asked_next.messages)  # and never sees the replaced reply again
+    assert "second answer" in str(asked_next.messages)
+    assert (then.status_code, then.json()["seq"]) == (201, 5)

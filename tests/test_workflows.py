@@ -21,6 +21,8 @@ from chat.types import (
     INVALID_MESSAGE,
     LOG_SESSION_END,
     LOG_SESSION_START,
+    MARK_REPLACED,
+    NOTHING_TO_REGENERATE,
     RUN_TOOL,
     SESSION_ENDED,
     STORE_MESSAGE,
@@ -66,6 +68,7 @@ class FakeDatabase:
     # Tool calls the model asks for, by reply seq: a reply's first step asks for them, its second answers.
     calls: dict[int, list[ToolCallRef]] = field(default_factory=dict)
     tool_runs: list[ToolRun] = field(default_factory=list)
+    replaced: list[int] = field(default_factory=list)
 
     def activities(self, **replacing: object) -> list:
         """The activities, with any replaced by name (`log_session_end=slow_end`)."""
@@ -98,6 +101,10 @@ class FakeDatabase:
             self.messages.append(reply)
             return TurnResult(end.reply_seq, end.status, "fake", 0, 0, reply.created_at)
 
+        @activity.defn(name=MARK_REPLACED)
+        async def mark_replaced(record: MessageRecord) -> None:
+            self.replaced.append(record.message.seq)
+
         @activity.defn(name=RUN_TOOL)
         async def run_tool(run: ToolRun) -> ToolOutcome:
             self.tool_runs.append(run)
@@ -106,7 +113,15 @@ class FakeDatabase:
             status = ToolCallStatus.FAILED if failed else settled.get(run.decision, ToolCallStatus.DONE)
             return ToolOutcome(run.call_id, status)
 
-        defined = [log_session_start, store_message, log_session_end, take_model_step, finish_turn, run_tool]
+        defined = [
+            log_session_start,
+            store_message,
+            log_session_end,
+            take_model_step,
+            finish_turn,
+            run_tool,
+            mark_replaced,
+        ]
         return [replacing.pop(fn.__name__, fn) for fn in defined] + list(replacing.values())
 
     def user_messages(self) -> list[ChatMessageData]:
@@ -529,3 +544,24 @@ async def test_an_approval_expires_and_a_stop_settles_the_calls_not_run(dev_clie
     assert stopped is True
     assert [(m.seq, m.status) for m in db.messages if m.role == "assistant"] == [(2, "complete"), (4, "stopped")]
     assert final.replies_pending == 0
+
+
+async def test_regenerate_answers_the_last_message_again_under_the_next_seq_and_marks_the_old_reply(dev_client):
+    db = FakeDatabase()
+    options = SessionOptions(idle_timeout_seconds=3600, max_messages_per_run=2)
+    async with session(dev_client, db.activities(), options) as handle:
+        with pytest.raises(WorkflowUpdateFailedError) as nothing_yet:
+            await handle.execute_update(ChatSessionWorkflow.regenerate)
+        await handle.execute_update(ChatSessionWorkflow.post_message, "question")
+        await answered(handle)
+        first = await handle.execute_update(ChatSessionWorkflow.regenerate)
+        await answered(handle)
+        await wait_until(lambda: run_ids(dev_client, handle), lambda runs: len(runs) == 2)  # the last turn is carried
+        second = await handle.execute_update(ChatSessionWorkflow.regenerate)
+        state = await answered(handle)
+
+    assert nothing_yet.value.cause.type == NOTHING_TO_REGENERATE
+    assert (first.reply_seq, first.replaces, second.reply_seq, second.replaces) == (3, 2, 4, 3)
+    assert db.replaced == [2, 3]
+    assert db.turns == [Turn(db.turns[0].session_id, 1, seq) for seq in (2, 3, 4)]  # each answers message 1
+    assert state.message_count == 4
