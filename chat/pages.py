@@ -12,7 +12,7 @@ from django.urls import reverse
 from chat import selectors
 from chat.conf import chat_settings
 from chat.exceptions import SessionNotFound, TemporalUnavailable, WorkflowUnreadable
-from chat.models import ChatMessage, ChatSession, ChatToolCall
+from chat.models import TITLE_LENGTH, ChatMessage, ChatSession, ChatToolCall
 from chat.tools import send_email, snippet
 from chat.types import ToolCallStatus
 
@@ -135,6 +135,7 @@ def _page(request: HttpRequest, shown: selectors.Conversation | None) -> HttpRes
         "status_label": ChatSession.Status(status).label,
         "closed_notice": CLOSED_NOTICES.get(status, ""),
         "max_length": chat_settings.CHAT_MESSAGE_MAX_LENGTH,
+        "title_max_length": TITLE_LENGTH,
         "title": _title(shown),
         "script_text": SCRIPT_TEXT,
     }

@@ -342,3 +342,103 @@ def test_the_page_follows_the_systems_dark_or_light_setting(site, browser):
 
     assert seen["light"][0] > 0.9 > 0.3 > seen["light"][1]  # a light page, dark text
     assert seen["dark"][0] < 0.15 < 0.7 < seen["dark"][1]  # a dark page, light text
+
+
+def focused_testid(page: "playwright.Page") -> str | None:
+    return page.evaluate("document.activeElement?.dataset.testid ?? null")
+
+
+def focus_ring(page: "playwright.Page") -> str:
+    """The focused element's outline: a visible one is solid and not zero wide."""
+    return page.evaluate("(s => `${s.outlineStyle} ${s.outlineWidth}`)(getComputedStyle(document.activeElement))")
+
+
+def test_a_chat_is_renamed_in_place_with_the_keyboard_and_a_refused_title_stays_with_the_reason(
+    site, browser, assistant_model
+):
+    expect = playwright.expect
+    page = logged_in(browser, site, "renamer", width=1100)
+    rename = page.get_by_role("button", name="Rename chat")
+    expect(rename).to_be_hidden()  # a new chat has no title of its own yet
+    assistant_model.script(Reply("Under water, holding hands.", chunk_delay=0.01))
+    send(page, "Where do   otters\nsleep at night?")
+    expect(message(page, 2)).to_have_attribute("data-final", "true", timeout=30_000)
+    session_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    title = page.get_by_test_id("chat-title")
+    listed = page.locator(f'[data-testid="session-item"][data-session-id="{session_id}"] .sessions__title')
+    expect(title).to_have_text("Where do otters sleep at night?")  # as the server titles it, on one line
+    expect(page).to_have_title("Where do otters sleep at night? · Chat")
+
+    # From the composer, back to Rename with the keyboard alone; Enter opens the title as a field, selected.
+    for _ in range(8):
+        if focused_testid(page) == "rename":
+            break
+        page.keyboard.press("Shift+Tab")
+    assert focused_testid(page) == "rename"
+    assert focus_ring(page) == "solid 3px"
+    page.keyboard.press("Enter")
+    field = page.get_by_role("textbox", name="Chat title")
+    expect(field).to_be_focused()
+    expect(field).to_have_value("Where do otters sleep at night?")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Where do otters sleep at night?")  # to a screen reader
+    assert title.evaluate("h => h.getBoundingClientRect().height") <= 1  # the field in its place
+    assert focus_ring(page) == "solid 3px"
+    assert field.evaluate("f => [f.selectionStart, f.selectionEnd]") == [0, 31]  # all of it, to type over
+
+    # Enter saves: the heading, the document's title and the list say so, and the focus is back on Rename.
+    page.keyboard.type("Otters")
+    page.keyboard.press("Enter")
+    expect(title).to_have_text("Otters")
+    expect(page).to_have_title("Otters · Chat")
+    expect(listed).to_have_text("Otters")
+    expect(rename).to_be_focused()
+    wait_for(lambda: ChatSession.objects.get(session_id=session_id).title == "Otters", what="the title stored")
+
+    # Escape cancels: nothing changes, nothing is sent.
+    page.keyboard.press("Enter")
+    page.keyboard.type("Not this one")
+    page.keyboard.press("Escape")
+    expect(title).to_have_text("Otters")
+    expect(field).to_be_hidden()
+    expect(rename).to_be_focused()
+
+    # An empty title is refused: the API's reason beside the field, what was typed kept, the field still open.
+    page.keyboard.press("Enter")
+    page.keyboard.press("Backspace")
+    page.keyboard.type("   ")
+    page.keyboard.press("Enter")
+    error = page.get_by_test_id("title-error")
+    expect(error).to_have_text("title: must not be empty.")
+    expect(field).to_have_value("   ")
+    expect(field).to_be_focused()
+    expect(field).to_have_attribute("aria-invalid", "true")
+    assert field.get_attribute("maxlength") == "200"  # longer titles can't be typed
+    page.screenshot(path=ARTIFACTS / "chat-rename-error-1100px.png")
+
+    # Leaving the field saves too (Tab here); the focus goes where the user sent it.
+    page.keyboard.press("Control+A")
+    page.keyboard.type("Sea otters, and where they sleep")
+    page.keyboard.press("Tab")
+    expect(title).to_have_text("Sea otters, and where they sleep")
+    expect(error).to_be_hidden()
+    expect(listed).to_have_text("Sea otters, and where they sleep")
+    assert focused_testid(page) != "rename"
+
+    # The server renders the new title after a reload.
+    page.reload()
+    expect(title).to_have_text("Sea otters, and where they sleep")
+    expect(page).to_have_title("Sea otters, and where they sleep · Chat")
+    expect(listed).to_have_text("Sea otters, and where they sleep")
+    assert ChatSession.objects.get(session_id=session_id).title == "Sea otters, and where they sleep"
+
+    # The field and its error, on a phone, light and dark.
+    page.set_viewport_size({"width": 375, "height": 700})
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        page.reload()
+        rename.click()
+        field.fill("")
+        field.press("Enter")
+        expect(error).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        page.screenshot(path=ARTIFACTS / f"chat-rename-error-{scheme}-375px.png")

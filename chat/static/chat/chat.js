@@ -27,6 +27,11 @@
   const endButton = $("end");
   const errorBox = $("error");
   const connectionBox = $("connection");
+  const titleElement = $("chat-title");
+  const renameButton = $("rename");
+  const renameForm = $("rename-form");
+  const titleInput = $("title-input");
+  const titleError = $("title-error");
   // The page's words, as chat/pages.py gives them.
   const TEXT = JSON.parse(document.getElementById("chat-text").textContent);
 
@@ -64,6 +69,79 @@
   function showError(text) {
     errorBox.textContent = text;
     errorBox.hidden = !text;
+  }
+
+  // The chat's title: the heading, the document's title and the chat's entry in the list, cut as the server cuts
+  // them (Django's truncatechars).
+
+  const truncate = (text, length) => (text.length > length ? `${text.slice(0, length - 1)}…` : text);
+  let documentTitle = document.title;
+
+  // A new chat's title, as chat.models.title_from gives it: the first message's start, on one line.
+  function titleFrom(content) {
+    const line = content.split(/\s+/).filter(Boolean).join(" ");
+    return line.length <= 60 ? line : `${line.slice(0, 59).trimEnd()}…`;
+  }
+
+  function showTitle(title) {
+    titleElement.textContent = truncate(title, 80);
+    titleElement.dataset.title = title;
+    documentTitle = `${truncate(title, 40)} · Chat`;
+    document.title = documentTitle;
+    const item = document.querySelector(`[data-testid="session-item"][data-session-id="${sessionId}"] .sessions__title`);
+    if (item) item.textContent = truncate(title, 48);
+  }
+
+  // Renaming in place: Enter or leaving the field saves, Escape cancels; a refused title stays, with the reason.
+  let renaming = false;
+  let savingTitle = false;
+
+  function startRename() {
+    renaming = true;
+    titleInput.value = titleElement.dataset.title;
+    showTitleError("");
+    titleElement.classList.add("visually-hidden"); // the page's heading still, for a screen reader
+    renameButton.hidden = true;
+    renameForm.hidden = false;
+    titleInput.focus();
+    titleInput.select();
+  }
+
+  function stopRename() {
+    renaming = false;
+    const hadFocus = renameForm.contains(document.activeElement); // not when the user went elsewhere (a blur)
+    renameForm.hidden = true;
+    titleElement.classList.remove("visually-hidden");
+    renameButton.hidden = false;
+    if (hadFocus) renameButton.focus();
+  }
+
+  function showTitleError(text) {
+    titleError.textContent = text;
+    titleError.hidden = !text;
+    if (text) titleInput.setAttribute("aria-invalid", "true");
+    else titleInput.removeAttribute("aria-invalid");
+  }
+
+  async function saveTitle() {
+    if (!renaming || savingTitle) return;
+    const title = titleInput.value;
+    if (title.trim() === titleElement.dataset.title) {
+      stopRename();
+      return;
+    }
+    savingTitle = true;
+    titleInput.readOnly = true;
+    try {
+      const session = await api("PATCH", `sessions/${encodeURIComponent(sessionId)}/`, { title });
+      showTitle(session.title);
+      stopRename();
+    } catch (error) {
+      showTitleError(error instanceof ApiError ? error.message : "Something went wrong; try again.");
+    } finally {
+      savingTitle = false;
+      titleInput.readOnly = false;
+    }
   }
 
   // Messages: one element per seq, in seq order.
@@ -549,8 +627,6 @@
     sessionId = started.session_id;
     const url = chat.dataset.conversationUrl.replace("SESSION_ID", sessionId);
     history.pushState({}, "", url);
-    $("chat-title").textContent = content.length > 80 ? `${content.slice(0, 79)}…` : content;
-    document.title = `${content.slice(0, 40)} · Chat`;
     showStatus("active");
     endButton.hidden = false;
     $("delete").hidden = false;
@@ -559,7 +635,9 @@
       $("temporal-link").href = started.temporal_ui_url;
       $("staff-links").hidden = false;
     }
-    addToSessionList(url, content);
+    addToSessionList(url);
+    showTitle(titleFrom(content));
+    renameButton.hidden = false;
     if (started.message) {
       showStored(started.message);
       if (started.message.reply_seq) awaitReply(started.message.reply_seq);
@@ -567,7 +645,7 @@
     follow();
   }
 
-  function addToSessionList(url, content) {
+  function addToSessionList(url) {
     $("no-sessions")?.remove();
     const list = document.querySelector('[data-testid="session-list"]');
     for (const current of list.querySelectorAll("[aria-current]")) current.removeAttribute("aria-current");
@@ -579,7 +657,6 @@
     link.setAttribute("aria-current", "page");
     const title = document.createElement("span");
     title.className = "sessions__title";
-    title.textContent = content.length > 48 ? `${content.slice(0, 47)}…` : content;
     const meta = document.createElement("span");
     meta.className = "sessions__meta";
     const badge = document.createElement("span");
@@ -649,6 +726,17 @@
     const deny = event.target.closest(".tool").querySelector('[data-testid="tool-deny"]');
     if (!deny.disabled) deny.click();
   });
+  renameButton.addEventListener("click", startRename);
+  renameForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    saveTitle();
+  });
+  titleInput.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || savingTitle) return;
+    event.preventDefault();
+    stopRename();
+  });
+  titleInput.addEventListener("blur", () => saveTitle());
   window.addEventListener("popstate", () => location.reload());
 
   // On a narrow screen the list of chats starts folded, out of the conversation's way.
