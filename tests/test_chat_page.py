@@ -9,9 +9,10 @@ whitespace at its ends.
 """
 
 import os
+import re
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -442,3 +443,120 @@ def test_a_chat_is_renamed_in_place_with_the_keyboard_and_a_refused_title_stays_
         expect(error).to_be_visible()
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
         page.screenshot(path=ARTIFACTS / f"chat-rename-error-{scheme}-375px.png")
+
+
+STORY = "".join(f"Part {i}.\n\n" for i in range(1, 81))  # 80 paragraphs, a word each: 8 s at 0.1 s a word
+
+
+def at_bottom(page: "playwright.Page") -> bool:
+    return page.evaluate("innerHeight + scrollY >= document.documentElement.scrollHeight - 2")
+
+
+def test_the_composer_grows_with_its_text_and_a_reader_up_the_page_is_offered_a_jump_to_the_latest(
+    site, browser, assistant_model
+):
+    expect = playwright.expect
+    page = logged_in(browser, site, "comfort", width=1100)
+    page.set_viewport_size({"width": 1100, "height": 600})
+    composer = page.get_by_label("Message")
+    empty = composer.bounding_box()["height"]
+
+    # It grows with its lines, showing them all, up to 40% of the window's height; then it scrolls.
+    composer.fill("\n".join(f"line {i}" for i in range(1, 7)))
+    grown = composer.bounding_box()["height"]
+    assert grown > empty
+    assert composer.evaluate("c => c.scrollHeight <= c.clientHeight")
+    composer.fill("\n".join(f"line {i}" for i in range(1, 61)))
+    assert composer.bounding_box()["height"] <= 0.4 * 600
+    assert composer.evaluate("c => c.scrollHeight > c.clientHeight && getComputedStyle(c).overflowY === 'auto'")
+    page.screenshot(path=ARTIFACTS / "chat-composer-grown-1100px.png")
+    composer.fill("")
+    assert composer.bounding_box()["height"] == empty
+
+    # Sent, it is back to its size. A long reply: the page follows it while the reader stays at the bottom.
+    assistant_model.script(Reply(STORY, chunk_delay=0.1))
+    send(page, "Tell me a long story,\nin many parts,\none a line,\nfrom the start\nto the end")
+    expect(composer).to_have_value("")
+    assert composer.bounding_box()["height"] == empty
+    jump = page.get_by_role("button", name="Jump to latest")
+    page.wait_for_function("document.querySelectorAll('[data-seq=\"2\"] .message__text p').length >= 30")
+    assert at_bottom(page)
+    expect(jump).to_be_hidden()
+
+    # Scrolled up to read: the page stays where the reader is, and offers the jump.
+    page.mouse.wheel(0, -10_000)
+    expect(jump).to_be_visible()
+    page.wait_for_function("scrollY === 0")
+    written = len(text_of(page, 2))
+    page.wait_for_function(f"document.querySelector('[data-seq=\"2\"] .message__text').textContent.length > {written}")
+    assert page.evaluate("scrollY") == 0
+    page.screenshot(path=ARTIFACTS / "chat-jump-to-latest-1100px.png")
+
+    # The jump (by keyboard, a real button) leads to the end and goes away; the page follows the reply again.
+    jump.focus()
+    page.keyboard.press("Enter")
+    expect(jump).to_be_hidden()
+    assert at_bottom(page)
+    expect(page.get_by_label("Message")).to_be_focused()
+    expect(message(page, 2)).to_have_attribute("data-final", "true", timeout=30_000)
+    expect(message(page, 2).locator(".message__text p").last).to_have_text("Part 80.")
+    assert at_bottom(page)
+    expect(jump).to_be_hidden()
+
+    page.set_viewport_size({"width": 375, "height": 700})
+    page.mouse.wheel(0, -1_000)
+    expect(jump).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.screenshot(path=ARTIFACTS / "chat-jump-to-latest-375px.png")
+
+
+def test_messages_say_how_long_ago_they_were_written_and_a_reply_finished_in_a_hidden_tab_marks_its_title(
+    site, browser, assistant_model
+):
+    expect = playwright.expect
+    page = logged_in(browser, site, "clock", width=1100)
+    page.clock.install()  # the page's own time, to move it on by minutes and days
+    page.reload()
+    assistant_model.script(Reply("A first reply.", chunk_delay=0.01))
+    send(page, "What time is it?")
+    expect(message(page, 2)).to_have_attribute("data-final", "true", timeout=30_000)
+    times = page.get_by_test_id("message-time")
+    expect(times).to_have_text(["just now", "just now"])
+    stored = ChatMessage.objects.get(session__user__username="clock", seq=2).created_at
+    written = datetime.fromisoformat(times.nth(1).get_attribute("datetime"))
+    assert abs(written - stored) < timedelta(milliseconds=1)
+    assert str(stored.year) in times.nth(1).get_attribute("title")  # the exact time, on hover
+
+    # Headless Chromium never hides a page: the page is told it is hidden, as a browser tells a tab in the background.
+    title = page.title()
+    page.evaluate("""() => {
+        Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+        Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "hidden"});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    assistant_model.script(Reply("Written while you were away.", chunk_delay=0.01))
+    send(page, "Tell me later")
+    expect(message(page, 4)).to_have_attribute("data-final", "true", timeout=30_000)
+    expect(page).to_have_title(f"● {title}")
+    page.evaluate("""() => {
+        delete document.hidden;
+        delete document.visibilityState;
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    expect(page).to_have_title(title)
+
+    # Refreshed every minute.
+    page.clock.fast_forward("03:00")
+    expect(times).to_have_text(["3 min ago"] * 4)
+    page.clock.fast_forward("24:00:00")
+    expect(times).to_have_text(["yesterday"] * 4)
+    page.clock.fast_forward("48:00:00")
+    expected = page.evaluate(f"new Date({stored.timestamp() * 1000}).toLocaleDateString(undefined, "
+                             "{day: 'numeric', month: 'short'})")  # fmt: skip
+    expect(times).to_have_text([expected] * 4)
+    assert re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}", expected)
+
+    # The stored messages the page arrives with, the same.
+    page.reload()
+    expect(times).to_have_text([expected] * 4)
+    assert times.nth(1).get_attribute("datetime") == written.isoformat()

@@ -32,6 +32,7 @@
   const renameForm = $("rename-form");
   const titleInput = $("title-input");
   const titleError = $("title-error");
+  const jumpButton = $("jump");
   // The page's words, as chat/pages.py gives them.
   const TEXT = JSON.parse(document.getElementById("chat-text").textContent);
 
@@ -87,7 +88,7 @@
     titleElement.textContent = truncate(title, 80);
     titleElement.dataset.title = title;
     documentTitle = `${truncate(title, 40)} · Chat`;
-    document.title = documentTitle;
+    document.title = document.title.startsWith(UNSEEN) ? UNSEEN + documentTitle : documentTitle;
     const item = document.querySelector(`[data-testid="session-item"][data-session-id="${sessionId}"] .sessions__title`);
     if (item) item.textContent = truncate(title, 48);
   }
@@ -159,13 +160,12 @@
     element.dataset.seq = String(seq);
     element.dataset.role = role;
     element.dataset.final = "false";
-    const who = document.createElement("span");
-    who.className = "message__who";
+    const head = make("p", "message__head");
+    const who = make("span", "message__who");
     who.textContent = role === "user" ? "You" : "Assistant";
-    const text = document.createElement("div");
-    text.className = "message__text";
-    text.dataset.testid = "message-text";
-    element.append(who, text);
+    head.append(who);
+    const text = make("div", "message__text", "message-text");
+    element.append(head, text);
     const later = [...messages.children].find((other) => Number(other.dataset.seq) > seq);
     messages.insertBefore(element, later || null);
     $("empty").hidden = true;
@@ -195,6 +195,7 @@
     else textElement.textContent = message.content;
     element.dataset.final = "true";
     element.dataset.status = message.status || "complete";
+    showTime(element, message.created_at);
     element.removeAttribute("aria-busy");
     if (message.role === "assistant") {
       setNote(element, TEXT.reply_notes[message.status] || "");
@@ -360,13 +361,84 @@
     }, 2000));
   }
 
-  // Follows the conversation's end as it grows, unless the reader has scrolled up to read.
+  // Follows the conversation's end as it grows, unless the reader has scrolled up to read; then "Jump to latest"
+  // is offered instead.
   function atBottom() {
     return window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 150;
   }
 
   function toBottom() {
     window.scrollTo({ top: document.documentElement.scrollHeight });
+  }
+
+  let jumpScheduled = false;
+
+  function jumpChanged() {
+    if (jumpScheduled) return;
+    jumpScheduled = true;
+    requestAnimationFrame(() => {
+      jumpScheduled = false;
+      jumpButton.hidden = atBottom();
+    });
+  }
+
+  // When each message was written, relative to now ("3 min ago"), the exact local time on hover.
+
+  const MINUTE = 60 * 1000;
+
+  function showTime(element, createdAt) {
+    if (!createdAt) return;
+    let time = element.querySelector(".message__time");
+    if (!time) {
+      time = make("time", "message__time", "message-time");
+      time.setAttribute("aria-hidden", "true"); // as page.html's
+      element.querySelector(".message__head").append(" ", time);
+    }
+    time.dateTime = createdAt;
+    refreshTime(time, new Date());
+  }
+
+  function refreshTime(time, now) {
+    const date = new Date(time.dateTime);
+    if (Number.isNaN(date.getTime())) return;
+    const ago = relativeTime(date, now);
+    if (time.textContent !== ago) time.textContent = ago;
+    time.title = date.toLocaleString(undefined, { dateStyle: "full", timeStyle: "medium" });
+  }
+
+  function relativeTime(date, now) {
+    const ago = now - date;
+    if (ago < MINUTE) return "just now"; // a clock a little behind the server's too
+    if (ago < 60 * MINUTE) return `${Math.floor(ago / MINUTE)} min ago`;
+    const midnight = (day) => new Date(day.getFullYear(), day.getMonth(), day.getDate());
+    const days = Math.round((midnight(now) - midnight(date)) / (24 * 60 * MINUTE)); // calendar days, DST or not
+    if (days === 0) return `${Math.floor(ago / (60 * MINUTE))} h ago`;
+    if (days === 1) return "yesterday";
+    const year = date.getFullYear() === now.getFullYear() ? undefined : "numeric";
+    return date.toLocaleDateString(undefined, { day: "numeric", month: "short", year });
+  }
+
+  function refreshTimes() {
+    const now = new Date();
+    for (const time of messages.querySelectorAll(".message__time")) refreshTime(time, now);
+  }
+
+  // A reply that finished while the tab was in the background marks the tab's title until the tab is seen.
+
+  const UNSEEN = "● ";
+
+  function replyFinished() {
+    if (document.hidden && !document.title.startsWith(UNSEEN)) document.title = UNSEEN + documentTitle;
+  }
+
+  // The composer grows with its text, up to 40% of the window's height; then it scrolls.
+  function fitComposer() {
+    if (form.hidden) return;
+    composer.style.height = "auto";
+    const wanted = composer.scrollHeight + composer.offsetHeight - composer.clientHeight;
+    const most = Math.floor(window.innerHeight * 0.4);
+    composer.style.height = `${Math.min(wanted, most)}px`;
+    composer.style.overflowY = wanted > most ? "auto" : "hidden";
   }
 
   // Tool calls: one card per call id, inside its reply, above the reply's text.
@@ -553,7 +625,11 @@
   // The event stream.
 
   const handlers = {
-    message: (data) => showStored(data),
+    message: (data) => {
+      const finishing = data.role === "assistant" && messageElement(data.seq)?.dataset.final !== "true";
+      showStored(data);
+      if (finishing) replyFinished();
+    },
     delta: (data) => writeReply(data.turn, data.attempt, data.text),
     reset: (data) => writeReply(data.turn, data.attempt, ""),
     tool_call: toolEvent,
@@ -614,7 +690,10 @@
         becomeConversation(started, content);
       }
       // The text the user sent is kept until the API took it; what they typed meanwhile stays.
-      if (composer.value === content) composer.value = "";
+      if (composer.value === content) {
+        composer.value = "";
+        fitComposer();
+      }
     } catch (error) {
       showError(error instanceof ApiError ? error.message : "Something went wrong; your message is still here.");
     } finally {
@@ -737,6 +816,24 @@
     stopRename();
   });
   titleInput.addEventListener("blur", () => saveTitle());
+  composer.addEventListener("input", fitComposer);
+  jumpButton.addEventListener("click", () => {
+    toBottom();
+    jumpButton.hidden = true;
+    if (!form.hidden) composer.focus({ preventScroll: true }); // not lost with the button
+  });
+  window.addEventListener("scroll", jumpChanged, { passive: true });
+  window.addEventListener("resize", () => {
+    fitComposer();
+    jumpChanged();
+  });
+  new ResizeObserver(jumpChanged).observe(messages); // a reply growing below the reader
+  setInterval(refreshTimes, MINUTE);
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) return;
+    document.title = documentTitle;
+    refreshTimes(); // a hidden tab's timers may have slept
+  });
   window.addEventListener("popstate", () => location.reload());
 
   // On a narrow screen the list of chats starts folded, out of the conversation's way.
@@ -747,6 +844,8 @@
   }
   // The newest messages in view; a reply the page arrived in the middle of waits for its next words.
   history.scrollRestoration = "manual"; // a reload shows the newest messages, not where the page was
+  refreshTimes();
+  fitComposer();
   toBottom();
   writingChanged();
   follow();
