@@ -23,11 +23,17 @@ CLOSED_NOTICES = {
 # What a tool call that waits for the user's approval says it is about to do; `{name}` is the tool's name.
 TOOL_REQUESTS = {send_email.name: "The assistant wants to send an email with these arguments."}
 TOOL_REQUEST = "The assistant asks to run {name}."
+# What a reply that didn't end complete says under its text; a replaced one is folded away under these words.
+REPLY_NOTES = {
+    ChatMessage.Status.STOPPED: "Stopped",
+    ChatMessage.Status.FAILED: ChatMessage.FAILED_REPLY,
+    ChatMessage.Status.REPLACED: "Earlier answer (replaced)",
+}
 # The words the page's script shows for what the stream tells it, from here only (the template hands them over).
 SCRIPT_TEXT = {
     "status_labels": dict(ChatSession.Status.choices),
     "closed_notices": CLOSED_NOTICES,
-    "reply_notes": {ChatMessage.Status.STOPPED: "Stopped", ChatMessage.Status.FAILED: ChatMessage.FAILED_REPLY},
+    "reply_notes": REPLY_NOTES,
     "tool_status_labels": dict(ChatToolCall.Status.choices),
     "tool_finished": [status.value for status in ToolCallStatus if status.finished],
     "tool_requests": TOOL_REQUESTS,
@@ -46,6 +52,16 @@ class ToolCard:
     status_label: str
     result: str
     request: str  # what the assistant asks for, while the call awaits approval; else empty
+
+
+@dataclass(frozen=True)
+class ShownMessage:
+    """A stored message as the page shows it, as chat.js shows one from the stream."""
+
+    message: ChatMessage
+    tool_cards: list[ToolCard]
+    note: str  # under a reply that stopped or failed
+    fold: str  # the summary a replaced reply is folded under; else empty
 
 
 def tool_card(call: ChatToolCall) -> ToolCard:
@@ -129,7 +145,7 @@ def _page(request: HttpRequest, shown: selectors.Conversation | None) -> HttpRes
     context = {
         "sessions": selectors.sessions_listed(user=request.user),
         "conversation": shown,
-        "shown_messages": _with_tool_cards(shown),
+        "shown_messages": _shown_messages(shown),
         "session": session,
         "status": status,
         "status_label": ChatSession.Status(status).label,
@@ -144,13 +160,21 @@ def _page(request: HttpRequest, shown: selectors.Conversation | None) -> HttpRes
     return render(request, "chat/page.html", context)
 
 
-def _with_tool_cards(shown: selectors.Conversation | None) -> list[tuple[ChatMessage, list[ToolCard]]]:
-    """Each stored message with the cards of the tool calls its reply made, in call order."""
+def _shown_messages(shown: selectors.Conversation | None) -> list[ShownMessage]:
+    """Each stored message with the cards of the tool calls its reply made, in call order, and its note or fold."""
     if shown is None:
         return []
     replies = [m.seq for m in shown.messages if m.role == ChatMessage.Role.ASSISTANT]
     calls = selectors.tool_calls_by_reply(session_id=shown.session_id, reply_seqs=replies) if replies else {}
-    return [(m, [tool_card(call) for call in calls.get(m.seq, [])]) for m in shown.messages]
+    return [
+        ShownMessage(
+            message=m,
+            tool_cards=[tool_card(call) for call in calls.get(m.seq, [])],
+            note="" if m.status == ChatMessage.Status.REPLACED else REPLY_NOTES.get(m.status, ""),
+            fold=REPLY_NOTES[m.status] if m.status == ChatMessage.Status.REPLACED else "",
+        )
+        for m in shown.messages
+    ]
 
 
 def _title(shown: selectors.Conversation | None) -> str:

@@ -560,3 +560,80 @@ def test_messages_say_how_long_ago_they_were_written_and_a_reply_finished_in_a_h
     page.reload()
     expect(times).to_have_text([expected] * 4)
     assert times.nth(1).get_attribute("datetime") == written.isoformat()
+
+
+def test_a_reply_is_regenerated_and_the_one_it_replaces_is_kept_folded_live_and_after_a_reload(
+    site, browser, assistant_model
+):
+    expect = playwright.expect
+    page = logged_in(browser, site, "regenerator", width=1100)
+    assistant_model.script(Reply("The **first** answer.", chunk_delay=0.02))
+    send(page, "Answer me twice")
+    expect(message(page, 2)).to_have_attribute("data-final", "true", timeout=30_000)
+    regenerate = page.get_by_role("button", name="Regenerate")
+    expect(regenerate).to_have_count(1)  # on the last reply only
+    expect(message(page, 2).get_by_role("button", name="Regenerate")).to_be_visible()
+
+    # Pressed (by keyboard): the first reply folds away, the new one is written after it, under a seq of its own.
+    assistant_model.script(Reply("A *second* answer, written word by word for a while.", chunk_delay=0.1))
+    regenerate.focus()
+    page.keyboard.press("Enter")
+    expect(message(page, 3)).to_have_attribute("data-final", "false")
+    expect(regenerate).to_have_count(0)  # nothing to regenerate while a reply is written
+    steps = watch_reply(page, 3)
+    assert steps[-1] == "A second answer, written word by word for a while."
+    assert len([text for text in steps[:-1] if text]) >= 3  # written as it came
+    first = message(page, 2)
+    expect(first).to_have_attribute("data-status", "replaced")
+    fold = first.get_by_test_id("replaced-reply")
+    expect(fold.locator("summary")).to_have_text("Earlier answer (replaced)")
+    expect(fold).not_to_have_attribute("open", "")
+    expect(first.get_by_test_id("message-text")).to_be_hidden()
+    expect(first.get_by_role("button", name="Regenerate")).to_have_count(0)
+    expect(message(page, 3).get_by_role("button", name="Regenerate")).to_be_visible()
+    expect(page.get_by_test_id("message")).to_have_count(3)
+    stored = ChatMessage.objects.filter(session__user__username="regenerator").order_by("seq")
+    assert [(m.seq, m.role, m.status) for m in stored] == [
+        (1, "user", "complete"), (2, "assistant", "replaced"), (3, "assistant", "complete")
+    ]  # fmt: skip
+
+    # Unfolded, the earlier answer is its rendered Markdown, as any reply.
+    fold.locator("summary").click()
+    expect(first.locator(".message__text strong")).to_have_text("first")
+    page.screenshot(path=ARTIFACTS / "chat-regenerated-1100px.png")
+
+    # A reload shows the same: the server folds the replaced reply.
+    page.reload()
+    expect(first.get_by_test_id("replaced-reply").locator("summary")).to_have_text("Earlier answer (replaced)")
+    expect(first.get_by_test_id("message-text")).to_be_hidden()
+    expect(first.get_by_test_id("message-note")).to_have_count(0)
+    first.get_by_test_id("replaced-reply").locator("summary").click()
+    expect(first.locator(".message__text strong")).to_have_text("first")
+    expect(message(page, 3).locator(".message__text em")).to_have_text("second")
+    expect(regenerate).to_have_count(1)
+    expect(message(page, 3).get_by_role("button", name="Regenerate")).to_be_visible()
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        for width in (1100, 375):
+            page.set_viewport_size({"width": width, "height": 800})
+            page.reload()
+            first.get_by_test_id("replaced-reply").locator("summary").click()
+            expect(first.get_by_test_id("message-text")).to_be_visible()
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            page.screenshot(path=ARTIFACTS / f"chat-regenerated-{scheme}-{width}px.png")
+    page.emulate_media(color_scheme="light")
+
+    # Refused: the reason is shown, and the button can be pressed again. (A reply started in another tab a moment
+    # before, say: a race the test can't make on purpose, so the answer is the contract's 409.)
+    page.route(
+        "**/regenerate/",
+        lambda route: route.fulfill(status=409, json={"detail": "A reply is being written; wait for it to finish."}),
+    )
+    regenerate.click()
+    expect(page.get_by_test_id("error")).to_have_text("A reply is being written; wait for it to finish.")
+    expect(regenerate).to_be_enabled()
+
+    # An ended chat offers none.
+    page.get_by_role("button", name="End chat").click()
+    expect(page.get_by_test_id("closed-notice")).to_be_visible()
+    expect(regenerate).to_have_count(0)

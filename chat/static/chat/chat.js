@@ -12,6 +12,9 @@
 //
 // A reply is Markdown: shown rendered (and sanitized), from its whole text so far, as it is written and once stored;
 // the page renders the replies it arrived with the same way. What a user writes stays plain text.
+//
+// The last reply can be regenerated: the one it replaces comes again on the stream, `replaced`, and is folded away
+// (as the page folds a stored one); the new one is written after it under a seq of its own.
 "use strict";
 
 (() => {
@@ -182,7 +185,7 @@
       noteElement = document.createElement("p");
       noteElement.className = "message__note";
       noteElement.dataset.testid = "message-note";
-      element.append(noteElement);
+      element.insertBefore(noteElement, element.querySelector(".message__actions")); // Regenerate stays last
     }
     noteElement.textContent = note;
   }
@@ -198,8 +201,9 @@
     showTime(element, message.created_at);
     element.removeAttribute("aria-busy");
     if (message.role === "assistant") {
-      setNote(element, TEXT.reply_notes[message.status] || "");
+      setNote(element, message.status === REPLACED ? "" : TEXT.reply_notes[message.status] || "");
       for (const call of message.tool_calls || []) showToolCall(element, call);
+      if (message.status === REPLACED) fold(element);
     }
     writingChanged();
     if (following) toBottom();
@@ -234,6 +238,60 @@
     stopButton.hidden = !writing || status !== "active";
     if (writing) messages.setAttribute("aria-busy", "true");
     else messages.removeAttribute("aria-busy");
+    regenerateChanged();
+  }
+
+  // Another answer to the last question: the last reply offers Regenerate once it is final, while the chat is open
+  // and nothing is being written. The reply it replaces comes again on the stream, `replaced`, and is folded away;
+  // the new one is written after it under a seq of its own.
+
+  const REPLACED = "replaced";
+
+  function regenerateChanged() {
+    const last = messages.lastElementChild;
+    const writing = messages.querySelector('[data-role="assistant"][data-final="false"]');
+    const offered = status === "active" && !writing && last?.dataset.role === "assistant"
+      && last.dataset.final === "true" && last.dataset.status !== REPLACED ? last : null;
+    for (const actions of messages.querySelectorAll(".message__actions")) {
+      if (actions.parentNode !== offered) actions.remove();
+    }
+    if (!offered || offered.querySelector(".message__actions")) return;
+    const actions = make("div", "message__actions");
+    const button = make("button", "link message__regenerate", "regenerate");
+    button.type = "button";
+    button.textContent = "Regenerate";
+    actions.append(button);
+    offered.append(actions);
+  }
+
+  async function regenerate(button) {
+    const reply = button.closest('[data-testid="message"]');
+    if (document.activeElement === button) {
+      reply.tabIndex = -1; // a disabled button drops the focus to the page's top: it waits on the reply
+      reply.focus({ preventScroll: true });
+    }
+    button.disabled = true;
+    showError("");
+    try {
+      const regenerated = await api("POST", `sessions/${encodeURIComponent(sessionId)}/regenerate/`);
+      const following = atBottom();
+      awaitReply(regenerated.reply_seq);
+      if (following) toBottom();
+    } catch (error) {
+      showError(error instanceof ApiError ? error.message : "Something went wrong; try again.");
+      button.disabled = false;
+      if (document.activeElement === reply && button.isConnected) button.focus();
+    }
+  }
+
+  // A replaced reply, its tool calls and text folded under a summary (page.html's markup).
+  function fold(reply) {
+    if (reply.querySelector(".message__fold")) return;
+    const details = make("details", "message__fold", "replaced-reply");
+    const summary = make("summary");
+    summary.textContent = TEXT.reply_notes[REPLACED];
+    details.append(summary, ...reply.querySelectorAll(":scope > .message__tools, :scope > .message__text"));
+    reply.querySelector(".message__head").after(details);
   }
 
   // Replies as Markdown: markdown-it renders CommonMark with tables and bare links (raw HTML in a reply is text, an
@@ -526,7 +584,7 @@
 
   function showToolCall(reply, call) {
     const tools = reply.querySelector(".message__tools") || make("div", "message__tools", "tool-calls");
-    if (!tools.parentNode) reply.insertBefore(tools, reply.querySelector(".message__text"));
+    if (!tools.parentNode) reply.querySelector(".message__text").before(tools); // in a replaced reply's fold too
     let card = tools.querySelector(`[data-call-id="${CSS.escape(call.call_id)}"]`);
     if (card && toolStage(call.status) < toolStage(card.dataset.status)) return;
     if (!card) {
@@ -798,6 +856,8 @@
     if (copy) copyCode(copy);
     const button = event.target.closest('[data-testid="tool-approve"], [data-testid="tool-deny"]');
     if (button) decide(button.closest(".tool"), button.dataset.testid === "tool-approve");
+    const again = event.target.closest(".message__regenerate");
+    if (again) regenerate(again);
   });
   messages.addEventListener("keydown", (event) => {
     if (event.key !== "Enter" || event.isComposing || !event.target.matches(".tool__reason")) return;
