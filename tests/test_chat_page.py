@@ -591,7 +591,7 @@ def test_a_reply_is_regenerated_and_the_one_it_replaces_is_kept_folded_live_and_
     expect(first.get_by_test_id("message-text")).to_be_hidden()
     expect(first.get_by_role("button", name="Regenerate")).to_have_count(0)
     expect(message(page, 3).get_by_role("button", name="Regenerate")).to_be_visible()
-    expect(page.get_by_test_id("message")).to_have_count(3)
+    expect(page.get_by_role("log", name="Conversation").get_by_role("listitem")).to_have_count(3)
     stored = ChatMessage.objects.filter(session__user__username="regenerator").order_by("seq")
     assert [(m.seq, m.role, m.status) for m in stored] == [
         (1, "user", "complete"), (2, "assistant", "replaced"), (3, "assistant", "complete")
@@ -620,6 +620,8 @@ def test_a_reply_is_regenerated_and_the_one_it_replaces_is_kept_folded_live_and_
             first.get_by_test_id("replaced-reply").locator("summary").click()
             expect(first.get_by_test_id("message-text")).to_be_visible()
             assert page.evaluate("document.documentElement.scrollWidth") <= width
+            if width == 375:
+                assert page.get_by_role("navigation", name="Your chats").bounding_box()["height"] < 80  # folded
             page.screenshot(path=ARTIFACTS / f"chat-regenerated-{scheme}-{width}px.png")
     page.emulate_media(color_scheme="light")
 

@@ -23,6 +23,7 @@
   const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
   const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
   const messages = $("messages");
+  const conversation = messages.closest('[role="log"]');
   const form = $("composer-form");
   const composer = $("composer");
   const sendButton = $("send");
@@ -236,8 +237,8 @@
   function writingChanged() {
     const writing = messages.querySelector('[data-role="assistant"][data-final="false"]');
     stopButton.hidden = !writing || status !== "active";
-    if (writing) messages.setAttribute("aria-busy", "true");
-    else messages.removeAttribute("aria-busy");
+    if (writing) conversation.setAttribute("aria-busy", "true");
+    else conversation.removeAttribute("aria-busy");
     regenerateChanged();
   }
 
