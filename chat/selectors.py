@@ -97,6 +97,9 @@ def session_conversation(*, user: AbstractBaseUser, session_id: str) -> Conversa
     messages = list(session.messages.order_by("seq"))
     stored = {message.seq for message in messages}
     unanswered = [m.seq for m in messages if m.role == ChatMessage.Role.USER and m.seq + 1 not in stored]
+    if messages and messages[-1].status == ChatMessage.Status.REPLACED:  # regenerated: a new answer is on its way
+        unanswered.append(max(m.seq for m in messages if m.role == ChatMessage.Role.USER))
+        unanswered.sort()
     if unanswered and session.status == ChatSession.Status.ACTIVE:
         # A reply may be on its way, its text so far only in the log. A turn starts after its message is stored
         # (and that message's event appended), so the stream from that event on carries all of the reply.

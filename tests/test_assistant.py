@@ -17,6 +17,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from temporalio.client import Client
 
+from chat import selectors
 from chat.models import ChatMessage
 from devtools.model_server import DropAfter, Fail, Hang, Reply
 from devtools.processes import DevServer, free_port, wait_for
@@ -420,7 +421,9 @@ def test_regenerate_answers_the_last_message_again_and_keeps_the_old_reply_marke
 
     regenerated = chat.post("sessions/regen-1/regenerate/")
     busy = chat.post("sessions/regen-1/regenerate/")  # the new reply is being written
-    events = chat.follow("regen-1", reply_stored(3))
+    # A page loaded now follows the stream from where it carries all of the new reply (its first words included).
+    page = selectors.session_conversation(user=Token.objects.get(key=chat.token).user, session_id="regen-1")
+    events = chat.follow("regen-1", reply_stored(3), last_event_id=page.after)
     then = chat.post("sessions/regen-1/messages/", {"content": "and then?"}, wait="true")
     listed = chat.get("sessions/regen-1/messages/").json()["results"]
 
