@@ -98,6 +98,23 @@ class Reply:
     tokens_out: int = 0
 
 
+# What the demo model adds when asked about Markdown, so the page's rendering can be seen with no API key.
+DEMO_MARKDOWN = """
+
+Replies are **Markdown**, rendered as they stream:
+
+- a list, with `inline code` and [a link](https://docs.temporal.io/)
+- a table:
+
+| tool | needs approval |
+|---|---|
+| search_chats | no |
+| send_email | yes |
+
+```python
+print("a code block, with a Copy button")
+```"""
+
 DEMO_SEARCH = re.compile(r"search (?:my|our) (?:chats|messages|conversations) for\s+[\"“']?(.+?)[\"”']?[.?!]*$", re.I)
 
 
@@ -127,6 +144,8 @@ async def _demo_stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIt
             f"(demo model) You said: “{prompt}”. This reply is written word by word, as a real model's would be; "
             "set CHAT_ASSISTANT_MODEL (and OPENAI_BASE_URL) to talk to a real one."
         )
+        if "markdown" in prompt.lower():
+            text += DEMO_MARKDOWN
     for index, word in enumerate(text.split(" ")):
         await asyncio.sleep(chat_settings.CHAT_DEMO_WORD_DELAY)
         yield word if index == 0 else f" {word}"

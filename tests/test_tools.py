@@ -425,6 +425,7 @@ def test_the_demo_model_calls_the_built_in_tools_when_asked_and_sums_up_what_the
     step = StoredStep(search.text, (StoredCall("call-2-0-0", "search_chats", "{}", hits),))
     answered = ask(StoredTurn("user", "search my chats for pasta"), StoredTurn("assistant", "", (step,)))
     plain = ask(StoredTurn("user", "hi"))
+    markdown = ask(StoredTurn("user", "show me some Markdown"))
 
     assert [(call.name, json.loads(call.args)) for call in search.calls] == [("search_chats", {"query": "pasta"})]
     [call] = email.calls
@@ -433,6 +434,9 @@ def test_the_demo_model_calls_the_built_in_tools_when_asked_and_sums_up_what_the
     assert answered.calls == []
     assert answered.text == "(demo model) I found 1 earlier message:\n- “pasta with basil” (chat 01234567, message 3)"
     assert (plain.calls, plain.text.startswith("(demo model) You said: “hi”")) == ([], True)
+    assert "**Markdown**" not in plain.text
+    assert "| send_email | yes |" in markdown.text
+    assert '```python\nprint("a code block, with a Copy button")\n```' in markdown.text
 
 
 def test_the_demo_user_has_an_address_for_send_email_also_when_it_was_made_before(settings):
