@@ -639,3 +639,27 @@ def test_a_reply_is_regenerated_and_the_one_it_replaces_is_kept_folded_live_and_
     page.get_by_role("button", name="End chat").click()
     expect(page.get_by_test_id("closed-notice")).to_be_visible()
     expect(regenerate).to_have_count(0)
+
+
+def test_a_person_finds_an_earlier_message_with_the_search_box_and_opens_its_chat(site, browser):
+    page = logged_in(browser, site, "finder", width=375)
+    finder = get_user_model().objects.get(username="finder")
+    for session_id, content in [("otters", "Where do <i>sea otters</i> sleep?"), ("bread", "A bread recipe")]:
+        session = ChatSession.objects.create(session_id=session_id, user=finder, workflow_id="wf", run_id="run")
+        ChatMessage.objects.create(session=session, seq=1, role="user", content=content, created_at=datetime.now(UTC))
+
+    page.reload()
+    page.get_by_text("Your chats", exact=True).click()  # folded on a phone
+    page.get_by_label("Search your chats").fill("OTTERS")
+    page.get_by_label("Search your chats").press("Enter")
+    page.wait_for_url(re.compile(r"/search/\?q=OTTERS$"))
+    hits = page.get_by_test_id("search-hit")
+    expect = playwright.expect
+    expect(hits).to_have_count(1)
+    expect(hits.locator("mark")).to_have_text("otters")
+    expect(hits).to_contain_text("Where do <i>sea otters</i> sleep?")  # the message's text, as text
+    assert page.locator("main i").count() == 0
+    page.screenshot(path=ARTIFACTS / "chat-search-375px.png")
+    hits.get_by_role("link").press("Enter")  # by keyboard
+    page.wait_for_url(f"{site}/chat/otters/")
+    expect(page.get_by_test_id("message-text").first).to_have_text("Where do <i>sea otters</i> sleep?")
