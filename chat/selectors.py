@@ -5,14 +5,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import F, OuterRef, QuerySet, Subquery, Sum
+from django.db.models import F, QuerySet, Sum
 from django.utils import timezone
 
 from chat import gateway
 from chat.events import get_event_log
 from chat.exceptions import SessionNotFound, TemporalUnavailable, ToolCallNotFound, WorkflowUnreadable
 from chat.gateway import SessionGateway, WorkflowView
-from chat.models import ChatEvent, ChatMessage, ChatSession, ChatToolCall, title_from
+from chat.models import ChatEvent, ChatMessage, ChatSession, ChatToolCall
 from chat.types import SessionState, SessionStatus
 
 
@@ -45,13 +45,9 @@ def session_require_owner(*, user: AbstractBaseUser, session_id: str) -> None:
 
 
 def sessions_listed(*, user: AbstractBaseUser, limit: int = 50) -> list[ChatSession]:
-    """The user's newest sessions, each with its `title` (or, where it has none, the start of its first message;
-    empty before one)."""
-    first_message = ChatMessage.objects.filter(session=OuterRef("pk"), role=ChatMessage.Role.USER).order_by("seq")
-    sessions = list(sessions_of(user=user).annotate(first=Subquery(first_message.values("content")[:1]))[:limit])
-    for session in sessions:
-        session.title = session.title or title_from(session.first or "")
-    return sessions
+    """The user's newest sessions, each with its `title` (its first message's start, written when that message is
+    stored; migration 0008 titled the older ones)."""
+    return list(sessions_of(user=user)[:limit])
 
 
 def messages_matching(

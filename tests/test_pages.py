@@ -10,7 +10,7 @@ from django.test import Client
 
 from chat import selectors
 from chat.events import Event, get_event_log
-from chat.models import ChatMessage, ChatSession
+from chat.models import ChatMessage, ChatSession, title_from
 
 pytestmark = pytest.mark.django_db
 NOON = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -38,6 +38,8 @@ def session_of(user, session_id: str, *messages: tuple[str, str, str], status: s
         status=status,
         started_at=NOON,
         message_count=len(messages),
+        # As the first message's projection titles it (chat.projections.message_record).
+        title=next((title_from(content) for role, content, _ in messages if role == "user"), ""),
     )
     for seq, (role, content, message_status) in enumerate(messages, start=1):
         ChatMessage.objects.create(
