@@ -95,31 +95,53 @@ SEARCH_HITS = 50
 
 
 @dataclass(frozen=True)
-class SearchHit:
-    """A message the search found, its snippet cut around the match (the template marks `match`)."""
+class Marked:
+    """A text cut around a match, for the template to mark `match`."""
 
-    session: ChatSession
-    seq: int
     before: str
     match: str
     after: str
 
+    @classmethod
+    def of(cls, text: str, query: str) -> "Marked":
+        at = text.lower().find(query.lower())
+        if at < 0:  # whitespace folded differently: shown unmarked
+            return cls(text, "", "")
+        end = at + len(query)
+        return cls(text[:at], text[at:end], text[end:])
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """A message the search found, its snippet cut around the match."""
+
+    session: ChatSession
+    seq: int
+    text: Marked
+
 
 @login_required
 def search(request: HttpRequest) -> HttpResponse:
-    """The user's own messages containing a text, newest first, each linking to its chat."""
+    """The user's chats whose title contains a text, then their own messages containing it, newest first, each
+    linking to its chat."""
     query = " ".join(request.GET.get("q", "").split())[:200]
-    found = selectors.messages_matching(user=request.user, query=query, limit=SEARCH_HITS) if query else []
-    hits = []
-    for message in found:
-        text = snippet(message.content, query)
-        at = text.lower().find(query.lower())
-        if at < 0:  # whitespace folded differently: show the snippet unmarked
-            hits.append(SearchHit(message.session, message.seq, text, "", ""))
-        else:
-            end = at + len(query)
-            hits.append(SearchHit(message.session, message.seq, text[:at], text[at:end], text[end:]))
-    context = {"query": query, "hits": hits, "sessions": selectors.sessions_listed(user=request.user)}
+    chats, hits = [], []
+    if query:
+        chats = [
+            (chat, Marked.of(chat.title, query))
+            for chat in selectors.sessions_titled(user=request.user, query=query, limit=SEARCH_HITS)
+        ]
+        hits = [
+            SearchHit(message.session, message.seq, Marked.of(snippet(message.content, query), query))
+            for message in selectors.messages_matching(user=request.user, query=query, limit=SEARCH_HITS)
+        ]
+    context = {
+        "query": query,
+        "chats": chats,
+        "hits": hits,
+        "most": SEARCH_HITS,
+        "sessions": selectors.sessions_listed(user=request.user),
+    }
     return render(request, "chat/search.html", context)
 
 

@@ -243,7 +243,24 @@ def test_the_search_finds_what_the_user_wrote_in_all_their_chats_marked_and_esca
     assert "A &lt;b&gt;<mark>Pasta</mark>&lt;/b&gt; recipe, please" in page  # marked, and escaped
     assert ">Dinner</span>" in page  # the chat's title
     assert 'value="PASTA"' in page
+    chats = re.findall(r'data-testid="search-chat" data-session-id="([^"]+)"', page)
+    assert chats == []  # no chat is named after pasta: "Dinner" and "hello" are the titles
     assert "None of your messages contains “risotto”." in none
     assert "Search your chats" in empty
     assert 'data-testid="search-input"' in chat_page  # the box is in every page's list of chats
     assert browser.get("/search/", {"q": "x" * 5000}).status_code == 200
+
+
+def test_the_search_finds_a_chat_by_the_name_its_owner_gave_it(owner, browser):
+    dinner = session_of(owner, "dinner", ("user", "what should I cook", "complete"))
+    dinner.title = "Dinner <ideas>"
+    dinner.save()
+    theirs = session_of(get_user_model().objects.create_user("someone-else"), "theirs", ("user", "dinner?", "complete"))
+    theirs.title = "Dinner plans"
+    theirs.save()
+
+    page = browser.get("/search/", {"q": "DINNER"}).text
+
+    assert re.findall(r'data-testid="search-chat" data-session-id="([^"]+)"', page) == ["dinner"]  # not theirs
+    assert "<mark>Dinner</mark> &lt;ideas&gt;" in page  # marked, and escaped
+    assert "None of your messages contains “DINNER”." in page  # the title matched; no message did
