@@ -23,6 +23,8 @@ CLOSED_NOTICES = {
 # What a tool call that waits for the user's approval says it is about to do; `{name}` is the tool's name.
 TOOL_REQUESTS = {send_email.name: "The assistant wants to send an email with these arguments."}
 TOOL_REQUEST = "The assistant asks to run {name}."
+# What a screen reader hears after such a request (the page's announcer).
+TOOL_APPROVE_HINT = "Approve or deny it on its card in the conversation."
 # What a reply that didn't end complete says under its text; a replaced one is folded away under these words.
 REPLY_NOTES = {
     ChatMessage.Status.STOPPED: "Stopped",
@@ -38,6 +40,7 @@ SCRIPT_TEXT = {
     "tool_finished": [status.value for status in ToolCallStatus if status.finished],
     "tool_requests": TOOL_REQUESTS,
     "tool_request": TOOL_REQUEST,
+    "tool_approve_hint": TOOL_APPROVE_HINT,
 }
 
 

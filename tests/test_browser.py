@@ -134,6 +134,11 @@ def test_a_person_approves_an_email_the_assistant_asks_to_send_by_keyboard_after
         expect(card).to_contain_text('subject: "S"')
         expect(card).to_contain_text("The assistant wants to send an email with these arguments.")
         expect(reply.get_by_test_id("message-text")).to_have_text("I'll email it.")
+        # A screen reader hears the request, once (the page's announcer; the conversation is not a live region).
+        expect(page.get_by_test_id("announcer")).to_have_text(
+            "The assistant wants to send an email with these arguments."
+            " Approve or deny it on its card in the conversation."
+        )
 
         # Still asking after a reload, and in a second tab.
         page.reload()
@@ -165,6 +170,7 @@ def test_a_person_approves_an_email_the_assistant_asks_to_send_by_keyboard_after
         expect(card).to_be_focused()  # where the pressed button was, not the page's top
         expect(reply.get_by_test_id("message-text")).to_contain_text("Tool results: Sent to", timeout=30_000)
         expect(reply).to_have_attribute("data-final", "true", timeout=30_000)
+        expect(page.get_by_test_id("announcer")).to_contain_text("Assistant: I'll email it. Tool results: Sent to")
         # The other tab follows from the stream: its buttons go away.
         expect(other_card.get_by_test_id("tool-status")).to_have_text("Done", timeout=30_000)
         expect(other_card.get_by_test_id("tool-approve")).to_have_count(0)

@@ -663,3 +663,84 @@ def test_a_person_finds_an_earlier_message_with_the_search_box_and_opens_its_cha
     hits.get_by_role("link").press("Enter")  # by keyboard
     page.wait_for_url(f"{site}/chat/otters/")
     expect(page.get_by_test_id("message-text").first).to_have_text("Where do <i>sea otters</i> sleep?")
+
+
+# Records what each live region holds after each change to it, as a screen reader would be told: an element is live
+# when its nearest aria-live says polite or assertive, or, with none, when its role is log, status or alert.
+HEARD = """
+window.__heard = [];
+new MutationObserver((records) => {
+  const regions = new Set();
+  for (const record of records) {
+    for (let node = record.target; node; node = node.parentNode) {
+      if (node.nodeType !== Node.ELEMENT_NODE) continue;
+      const live = node.getAttribute("aria-live");
+      if (live) {
+        if (live !== "off") regions.add(node);
+        break;
+      }
+      if (["log", "status", "alert"].includes(node.getAttribute("role"))) {
+        regions.add(node);
+        break;
+      }
+    }
+  }
+  for (const region of regions) {
+    const text = region.textContent.trim();
+    if (text) window.__heard.push([region.dataset.testid || region.getAttribute("role"), text]);
+  }
+}).observe(document, { subtree: true, childList: true, characterData: true });
+"""
+
+
+def test_a_screen_reader_hears_each_reply_once_whole_not_a_word_at_a_time(site, browser, assistant_model):
+    page = logged_in(browser, site, "listener")
+    page.add_init_script(HEARD)
+    page.reload()
+    words = " ".join(f"part{i}" for i in range(1, 31))
+    assistant_model.script(Reply(f"{words}\n\n```python\nprint('hi')\n```", chunk_delay=0.05))
+    send(page, "Read me something")
+    steps = watch_reply(page, 2)
+    assert len(steps) >= 3, steps  # written a few words at a time, on the page
+
+    expect = playwright.expect
+    spoken = f"Assistant: {words} print('hi')"  # the code block's text, not its language and Copy button
+    expect(page.get_by_test_id("announcer")).to_have_text(spoken)
+    page.get_by_role("button", name="End chat").click()
+    expect(page.get_by_test_id("announcer")).to_have_text("This chat has ended.")
+
+    heard = page.evaluate("window.__heard")
+    replies = [text for _, text in heard if "part1 " in text]
+    assert replies == [spoken], heard  # once, whole: never the reply's first words alone
+    assert ["announcer", "This chat has ended."] in heard
+
+
+def test_a_chat_is_deleted_only_once_its_owner_confirms(site, browser, assistant_model):
+    page = logged_in(browser, site, "tidier")
+    assistant_model.script(Reply("Noted.", chunk_delay=0))
+    send(page, "A chat to throw away")
+    message(page, 2).and_(page.locator('[data-final="true"]')).wait_for()
+    session_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    delete = page.get_by_role("button", name="Delete chat")
+    asked = []
+
+    def refuse(dialog):
+        asked.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", refuse)
+    delete.click()
+    assert asked == ["Delete this chat? Its messages are removed for good."]
+    assert page.url == f"{site}/chat/{session_id}/"  # nothing happened
+    assert ChatSession.objects.filter(session_id=session_id).exists()
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    delete.focus()
+    page.keyboard.press("Enter")  # by keyboard
+    page.wait_for_url(f"{site}/")
+    expect = playwright.expect
+    expect(page.get_by_test_id("no-sessions")).to_be_visible()  # gone from the list
+    assert not ChatSession.objects.filter(session_id=session_id).exists()  # deleted before the page moved on
+    assert not ChatMessage.objects.filter(session__session_id=session_id).exists()
+    assert page.goto(f"{site}/chat/{session_id}/").status == 404
+

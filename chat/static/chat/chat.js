@@ -13,6 +13,8 @@
 // A reply is Markdown: shown rendered (and sanitized), from its whole text so far, as it is written and once stored;
 // the page renders the replies it arrived with the same way. What a user writes stays plain text.
 //
+// A screen reader hears each reply once it is finished, whole (the announcer), not a word at a time as it streams.
+//
 // The last reply can be regenerated: the one it replaces comes again on the stream, `replaced`, and is folded away
 // (as the page folds a stored one); the new one is written after it under a seq of its own.
 "use strict";
@@ -74,6 +76,36 @@
   function showError(text) {
     errorBox.textContent = text;
     errorBox.hidden = !text;
+  }
+
+  // What a screen reader says as the chat goes on (page.html's announcer; the conversation itself is not a live
+  // region): a reply once it is finished, whole, not a word at a time as it is written; a call that waits for the
+  // user's approval; a failed turn; the chat's end. What comes together is said together.
+  const announcer = $("announcer");
+  const ANNOUNCED_MOST = 2000; // characters of a reply; the rest is on the page
+  let announcing = [];
+
+  function announce(text) {
+    if (!text) return;
+    if (!announcing.length) {
+      announcer.textContent = ""; // the same words again are said again
+      setTimeout(() => {
+        announcer.textContent = announcing.join(" ");
+        announcing = [];
+      }, 100);
+    }
+    announcing.push(text);
+  }
+
+  // A reply's words as a screen reader should hear them: its rendered text, without its code blocks' heads (the
+  // language, Copy), a space between blocks.
+  function spokenReply(element) {
+    const text = element.querySelector(".message__text").cloneNode(true);
+    for (const head of text.querySelectorAll(".code__head")) head.remove();
+    for (const block of text.querySelectorAll("p, li, pre, blockquote, h1, h2, h3, h4, h5, h6, th, td")) block.append(" ");
+    const words = text.textContent.split(/\s+/).filter(Boolean).join(" ");
+    const note = element.querySelector(".message__note")?.textContent;
+    return `Assistant: ${truncate(words, ANNOUNCED_MOST)}${note ? ` (${note})` : ""}`;
   }
 
   // The chat's title: the heading, the document's title and the chat's entry in the list, cut as the server cuts
@@ -560,10 +592,15 @@
     return card;
   }
 
+  // What a call that waits for approval asks, as chat/pages.py words it.
+  function toolRequest(name) {
+    return TEXT.tool_requests[name] || TEXT.tool_request.replace("{name}", name);
+  }
+
   function toolAsk(name) {
     const ask = make("div", "tool__ask", "tool-ask");
     const request = make("p", "tool__request");
-    request.textContent = TEXT.tool_requests[name] || TEXT.tool_request.replace("{name}", name);
+    request.textContent = toolRequest(name);
     const actions = make("div", "tool__actions");
     const approve = make("button", "button", "tool-approve");
     approve.type = "button";
@@ -628,7 +665,10 @@
   function toolEvent(call) {
     const following = atBottom();
     if (!messageElement(call.turn)) awaitReply(call.turn);
+    const card = messages.querySelector(`[data-call-id="${CSS.escape(call.call_id)}"]`);
+    const asking = call.status === AWAITING_APPROVAL && card?.dataset.status !== AWAITING_APPROVAL;
     showToolCall(messageElement(call.turn), call);
+    if (asking) announce(`${toolRequest(call.name)} ${TEXT.tool_approve_hint}`);
     if (following) toBottom();
   }
 
@@ -656,6 +696,7 @@
   // The session's state.
 
   function showStatus(newStatus) {
+    const ending = status === "active" && newStatus !== "active";
     status = newStatus;
     const badge = $("session-status");
     badge.textContent = TEXT.status_labels[newStatus] || newStatus;
@@ -678,6 +719,7 @@
       }
       writingChanged();
       stopFollowing();
+      if (ending) announce(notice.textContent);
     }
   }
 
@@ -687,7 +729,10 @@
     message: (data) => {
       const finishing = data.role === "assistant" && messageElement(data.seq)?.dataset.final !== "true";
       showStored(data);
-      if (finishing) replyFinished();
+      if (finishing) {
+        replyFinished();
+        if (data.status !== REPLACED) announce(spokenReply(messageElement(data.seq)));
+      }
     },
     delta: (data) => writeReply(data.turn, data.attempt, data.text),
     reset: (data) => writeReply(data.turn, data.attempt, ""),
@@ -696,6 +741,7 @@
     turn_failed: (data) => {
       const element = messageElement(data.turn);
       if (element) setNote(element, data.detail);
+      announce(data.detail);
     },
     session_ended: (data) => showStatus(data.status),
   };
