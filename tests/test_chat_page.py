@@ -743,4 +743,3 @@ def test_a_chat_is_deleted_only_once_its_owner_confirms(site, browser, assistant
     assert not ChatSession.objects.filter(session_id=session_id).exists()  # deleted before the page moved on
     assert not ChatMessage.objects.filter(session__session_id=session_id).exists()
     assert page.goto(f"{site}/chat/{session_id}/").status == 404
-
