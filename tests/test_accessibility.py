@@ -56,5 +56,13 @@ def test_no_page_has_a_serious_or_critical_accessibility_violation(site, browser
         for width in (1400, 375):
             page.set_viewport_size({"width": width, "height": 900})
             found[f"chat with Markdown and an approval card, {scheme}, {width} px"] = blocking(page)
+    page.get_by_role("button", name="Rename chat").click()
+    page.get_by_label("Chat title").wait_for()
+    found["chat being renamed, dark, 375 px"] = blocking(page)
+    page.goto(f"{site}/search/?q=markdown")
+    page.get_by_test_id("search-hit").first.wait_for()
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        found[f"search, {scheme}, 375 px"] = blocking(page)
 
     assert found == {name: [] for name in found}
