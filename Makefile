@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast lint format install temporal worker web clean histories bench bench-servers
+.PHONY: run test test-fast lint format install temporal worker web clean histories bench bench-servers screenshots
 
 # The development set (requirements-dev.txt includes the runtime set, requirements.txt).
 $(STAMP): requirements.txt requirements-dev.txt
@@ -69,3 +69,7 @@ bench: $(STAMP)
 # writes docs/benchmarks-servers.md.
 bench-servers: $(STAMP)
 	$(BIN)/python -m bench.servers
+
+# The chat page's screenshots in docs/screenshots/ (light, dark; 1100 and 375 px); needs `make run` in another terminal.
+screenshots: $(STAMP)
+	$(BIN)/python -m devtools.screenshots
