@@ -15,8 +15,9 @@ import pytest
 import redis
 import redis.asyncio
 from django.contrib.auth import get_user_model
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 from django.db.backends.utils import CursorWrapper
+from django.test.utils import CaptureQueriesContext
 
 from chat.events import (
     FAST_POLL_FACTOR,
@@ -27,7 +28,8 @@ from chat.events import (
     RedisEventLog,
     get_event_log,
 )
-from chat.models import ChatSession
+from chat.exceptions import SessionNotFound
+from chat.models import ChatEvent, ChatSession
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 INTERVAL = 0.02  # the hubs' poll and read interval in these tests
@@ -435,6 +437,52 @@ async def test_appends_commit_in_id_order_so_live_readers_miss_none(log, session
     for consumer in consumers:
         consumer.cancel()
     await asyncio.gather(*consumers, return_exceptions=True)
+
+
+@pytest.mark.parametrize("backend", [ON_DATABASE])
+async def test_a_replys_text_is_appended_without_waiting_for_the_disk_but_a_message_waits(log, sessions):
+    """Deltas are redundant once the message is stored: their commits skip the fsync (SQLite's synchronous=NORMAL,
+    PostgreSQL's synchronous_commit=off); every other event, and whatever the connection writes next, waits for it."""
+    [session_id] = await sessions(1)
+
+    def append_and_watch(events: list[Event]) -> tuple[list[str], object]:
+        try:
+            with CaptureQueriesContext(connection) as queries:
+                log.append(session_id, events)
+            if connection.vendor == "sqlite":
+                with connection.cursor() as cursor:
+                    cursor.execute("PRAGMA synchronous")
+                    after = cursor.fetchone()[0]
+            else:
+                with connection.cursor() as cursor:
+                    cursor.execute("SHOW synchronous_commit")
+                    after = cursor.fetchone()[0]
+            return [query["sql"] for query in queries.captured_queries], after
+        finally:
+            connections.close_all()
+
+    delta_sql, after_delta = await in_thread(append_and_watch, deltas(session_id, [1, 2]))
+    message = Event(session_id, "message", {"seq": 2}, key="message:2")
+    message_sql, _ = await in_thread(append_and_watch, [message])
+
+    relaxed = "synchronous = NORMAL" if connection.vendor == "sqlite" else "synchronous_commit TO OFF"
+    assert any(relaxed in sql for sql in delta_sql), delta_sql
+    assert not any(relaxed in sql for sql in message_sql), message_sql
+    assert after_delta in (2, "on")  # the connection is back to FULL / on for what it writes next
+    assert texts((await in_thread(log.read, session_id))[:2]) == [1, 2]
+
+
+@pytest.mark.parametrize("backend", [ON_DATABASE])
+async def test_a_delta_for_a_deleted_session_is_refused_though_the_log_remembered_its_key(log, sessions):
+    [session_id] = await sessions(1)
+    await in_thread(log.append, session_id, deltas(session_id, [1]))  # the log now knows the record's key
+    await in_thread(lambda: ChatSession.objects.filter(session_id=session_id).delete())
+
+    with pytest.raises(SessionNotFound):
+        await in_thread(log.append, session_id, deltas(session_id, [2]))
+    with pytest.raises(SessionNotFound):
+        await in_thread(log.append, session_id, deltas(session_id, [3]))  # and again, without the key
+    assert await in_thread(lambda: ChatEvent.objects.count()) == 0
 
 
 def test_the_configured_log_is_one_per_process(settings):

@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, IntegrityError, close_old_connections, connection, transaction
+from django.utils import timezone
 
 from chat.events import TRANSIENT_TYPES, Event, InvalidEventId, check_session
 from chat.events.hub import PAGE_SIZE, LiveReading
@@ -24,6 +25,14 @@ logger = logging.getLogger(__name__)
 # Taken by every append on PostgreSQL, whose ids come from a sequence: appends so commit in id order, and the reader
 # never moves its cursor past an id still to commit. SQLite's writes are serial already.
 APPEND_LOCK_ID = 0x63686174_6576  # "chatev"
+# Sessions whose record key the transient appends remember (forgotten all at once past this many).
+SESSION_PKS_KEPT = 10_000
+DATA = ChatEvent._meta.get_field("data")
+CREATED_AT = ChatEvent._meta.get_field("created_at")
+
+
+def _now() -> Any:
+    return CREATED_AT.get_db_prep_save(timezone.now(), connection)
 
 
 class DatabaseEventLog:
@@ -33,6 +42,7 @@ class DatabaseEventLog:
         self.poll_interval = poll_interval
         self.buffer = buffer
         self._live = LiveReading(lambda: DatabaseReader(self), self.sort_key, buffer)
+        self._session_pks: dict[str, int] = {}  # session id -> its record's primary key, for the transient appends
 
     def append(self, session_id: str, events: Sequence[Event]) -> list[str]:
         """Appends in one transaction: the caller's, when it has one (events then commit with what it writes, and
@@ -40,6 +50,8 @@ class DatabaseEventLog:
         check_session(session_id, events)
         if not events:
             return []
+        if not connection.in_atomic_block and all(event.type in TRANSIENT_TYPES for event in events):
+            return self._append_transient(session_id, events)
         with transaction.atomic():
             session_pk = ChatSession.objects.filter(session_id=session_id).values_list("pk", flat=True).first()
             if session_pk is None:
@@ -63,6 +75,53 @@ class DatabaseEventLog:
                 slots.append(slot)
             ChatEvent.objects.bulk_create(new)
         return [str(slot if isinstance(slot, int) else slot.pk) for slot in slots]
+
+    def _append_transient(self, session_id: str, events: Sequence[Event]) -> list[str]:
+        """A reply's text as it is written (a turn appends one every flush, dozens a turn): one INSERT with the
+        session's key known, and no wait for the disk. The stored message makes these events redundant, and the
+        next durable commit (SQLite's WAL, PostgreSQL's) carries them to disk in order: a crash of the machine can
+        lose only the last of them, never a message."""
+        known = self._session_pks.get(session_id)
+        if known is not None:
+            try:
+                return self._insert_transient(known, events)
+            except IntegrityError:  # that record was deleted (its key is checked at commit): look again
+                self._session_pks.pop(session_id, None)
+        session_pk = ChatSession.objects.filter(session_id=session_id).values_list("pk", flat=True).first()
+        if session_pk is None:
+            raise SessionNotFound(session_id)
+        try:
+            ids = self._insert_transient(session_pk, events)
+        except IntegrityError:  # deleted meanwhile
+            raise SessionNotFound(session_id) from None
+        if len(self._session_pks) >= SESSION_PKS_KEPT:
+            self._session_pks.clear()
+        self._session_pks[session_id] = session_pk
+        return ids
+
+    @staticmethod
+    def _insert_transient(session_pk: int, events: Sequence[Event]) -> list[str]:
+        params: list[Any] = []
+        for event in events:
+            params += [session_pk, event.type, DATA.get_db_prep_save(event.data, connection), "", _now()]
+        rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(events))
+        table = ChatEvent._meta.db_table
+        sql = f"INSERT INTO {table} (session_id, type, data, key, created_at) VALUES {rows} RETURNING id"
+        sqlite = connection.vendor == "sqlite"
+        with connection.cursor() as cursor:
+            if sqlite:
+                cursor.execute("PRAGMA synchronous = NORMAL")  # settable only outside a transaction
+            try:
+                with transaction.atomic():
+                    if not sqlite:
+                        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+                        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [APPEND_LOCK_ID])
+                    cursor.execute(sql, params)
+                    ids = sorted(row[0] for row in cursor.fetchall())
+            finally:
+                if sqlite:
+                    cursor.execute("PRAGMA synchronous = FULL")
+        return [str(pk) for pk in ids]
 
     async def aappend(self, session_id: str, events: Sequence[Event]) -> list[str]:
         return await in_thread(self.append, session_id, events)
