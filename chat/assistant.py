@@ -140,8 +140,9 @@ async def _demo_stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIt
             yield "I'll email you a summary once you approve it."
             yield {0: DeltaToolCall("send_email", json.dumps({"subject": "Your chat, summarised", "body": body}))}
             return
+        stop = "" if prompt.rstrip()[-1:] in (".", "!", "?", "…") else "."  # no second full stop after the quote's
         text = (
-            f"(demo model) You said: “{prompt}”. This reply is written word by word, as a real model's would be; "
+            f"(demo model) You said: “{prompt}”{stop} This reply is written word by word, as a real model's would be; "
             "set CHAT_ASSISTANT_MODEL (and OPENAI_BASE_URL) to talk to a real one."
         )
         if "markdown" in prompt.lower():

@@ -609,7 +609,7 @@
     reason.type = "text";
     reason.maxLength = 1000;
     reason.setAttribute("aria-label", "Reason for denying (optional)");
-    reason.placeholder = "Reason for denying (optional)";
+    reason.placeholder = "Reason (optional)"; // the label says for what
     const deny = make("button", "button button--quiet", "tool-deny");
     deny.type = "button";
     deny.textContent = "Deny";
@@ -943,8 +943,6 @@
   });
   window.addEventListener("popstate", () => location.reload());
 
-  // On a narrow screen the list of chats starts folded, out of the conversation's way.
-  if (window.matchMedia("(max-width: 700px)").matches) $("session-fold")?.removeAttribute("open");
   // The stored replies the page arrived with, rendered as the stream renders them.
   for (const textElement of messages.querySelectorAll('[data-role="assistant"] .message__text')) {
     showReply(textElement, textElement.textContent);
