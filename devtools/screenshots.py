@@ -110,8 +110,8 @@ def log_in(browser: Browser, base_url: str, username: str, password: str) -> dic
     return state
 
 
-def prepare(page: Page, base_url: str, chats: Chats) -> str:
-    """Starts the chats the features show, through the page; answers the text of Delete's confirmation."""
+def prepare(page: Page, base_url: str, chats: Chats) -> None:
+    """Starts the chats the features show, through the page."""
     # Earlier messages for the search page and for the assistant's search_chats to find.
     chats.ids["pasta"] = start_chat(page, base_url, "What's a quick pasta recipe for a weeknight?")
     chats.ids["pesto"] = start_chat(page, base_url, "Which pasta shapes go best with pesto?")
@@ -131,21 +131,6 @@ def prepare(page: Page, base_url: str, chats: Chats) -> str:
     message(page, 2).get_by_test_id("regenerate").click()
     message(page, 3, final=True).wait_for()
     page.locator('[data-seq="2"][data-status="replaced"] [data-testid="replaced-reply"]').wait_for()
-
-    # Delete asks first, in the browser's own dialog (which headless Chromium never paints): its text, refused.
-    page.goto(f"{base_url}/chat/{chats.ids['pesto']}/")
-    asked: list[str] = []
-
-    def refuse(dialog: Any) -> None:
-        asked.append(dialog.message)
-        dialog.dismiss()
-
-    page.once("dialog", refuse)
-    page.get_by_test_id("delete").click()
-    page.evaluate("() => true")  # the page answers again: the click's dialog was handled
-    if not asked or page.get_by_test_id("error").is_visible():
-        raise RuntimeError("Delete chat asked nothing (or failed): the screenshot's note would be wrong")
-    return asked[0]
 
 
 def show_copied(page: Page) -> None:
@@ -191,16 +176,15 @@ def show_search(page: Page) -> None:
 
 
 def show_delete(page: Page) -> None:
-    button = page.get_by_test_id("delete")
-    button.hover()
-    button.focus()
+    page.get_by_test_id("delete").click()
+    page.get_by_test_id("delete-dialog").wait_for()
 
 
 def show_new(page: Page) -> None:
     page.get_by_test_id("empty").wait_for()
 
 
-def features(chats: Chats, confirmation: str) -> list[Feature]:
+def features(chats: Chats) -> list[Feature]:
     def chat(name: str) -> str:
         return f"/chat/{chats.ids[name]}/"
 
@@ -221,7 +205,7 @@ def features(chats: Chats, confirmation: str) -> list[Feature]:
                 "The search box's page for “pasta”: what matched in all the user's chats, the word marked.",
                 "/search/?q=pasta", show_search),
         Feature("delete", "Delete, with confirmation",
-                f"Delete chat (focused) first asks, in the browser's own dialog (not in screenshots): “{confirmation}”",
+                "Delete chat asks first, Cancel focused: Escape or Cancel keeps the chat.",
                 chat("pesto"), show_delete),
         Feature("new-chat", "A new chat",
                 "The empty page a new chat starts from; the user's chats on the left (folded on a phone).",
@@ -288,10 +272,10 @@ def compose(browser: Browser, feature: Feature, images: list[bytes]) -> bytes:
 
 def delete_chats(page: Page, base_url: str, chats: Chats) -> None:
     """Deletes the script's chats through the page: Delete chat, confirmed."""
-    page.on("dialog", lambda dialog: dialog.accept())
     for session_id in chats.ids.values():
         page.goto(f"{base_url}/chat/{session_id}/")
         page.get_by_test_id("delete").click()
+        page.get_by_test_id("delete-confirm").click()
         page.wait_for_url(f"{base_url}/")
 
 
@@ -337,8 +321,8 @@ def main() -> None:
         driver = driver_context.new_page()
         chats = Chats()
         try:
-            confirmation = prepare(driver, base_url, chats)
-            for feature in features(chats, confirmation):
+            prepare(driver, base_url, chats)
+            for feature in features(chats):
                 if args.only and feature.name not in args.only:
                     continue
                 images = [shoot(browser, state, base_url + feature.path, shot, feature.arrange) for shot in SHOTS]

@@ -56,6 +56,10 @@ def test_no_page_has_a_serious_or_critical_accessibility_violation(site, browser
         for width in (1400, 375):
             page.set_viewport_size({"width": width, "height": 900})
             found[f"chat with Markdown and an approval card, {scheme}, {width} px"] = blocking(page)
+    page.get_by_role("button", name="Delete chat").click()
+    page.get_by_role("dialog").wait_for()
+    found["Delete's confirmation, dark, 375 px"] = blocking(page)
+    page.keyboard.press("Escape")
     page.get_by_role("button", name="Rename chat").click()
     page.get_by_label("Chat title").wait_for()
     found["chat being renamed, dark, 375 px"] = blocking(page)

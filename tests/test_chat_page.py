@@ -722,23 +722,32 @@ def test_a_chat_is_deleted_only_once_its_owner_confirms(site, browser, assistant
     message(page, 2).and_(page.locator('[data-final="true"]')).wait_for()
     session_id = page.url.rstrip("/").rsplit("/", 1)[-1]
     delete = page.get_by_role("button", name="Delete chat")
-    asked = []
+    dialog = page.get_by_role("dialog", name="Delete this chat?")
+    expect = playwright.expect
 
-    def refuse(dialog):
-        asked.append(dialog.message)
-        dialog.dismiss()
-
-    page.once("dialog", refuse)
+    # Asked first, with Cancel focused: Escape, then Cancel, change nothing.
     delete.click()
-    assert asked == ["Delete this chat? Its messages are removed for good."]
-    assert page.url == f"{site}/chat/{session_id}/"  # nothing happened
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("Its messages are removed for good.")
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    page.screenshot(path=ARTIFACTS / "chat-delete-dialog-desktop.png")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(delete).to_be_focused()  # back where it was
+    delete.click()
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    assert page.url == f"{site}/chat/{session_id}/"
     assert ChatSession.objects.filter(session_id=session_id).exists()
 
-    page.once("dialog", lambda dialog: dialog.accept())
+    # By keyboard: Enter on Delete chat, Tab to the dialog's Delete chat, Enter.
     delete.focus()
-    page.keyboard.press("Enter")  # by keyboard
+    page.keyboard.press("Enter")
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Tab")
+    expect(dialog.get_by_role("button", name="Delete chat")).to_be_focused()
+    page.keyboard.press("Enter")
     page.wait_for_url(f"{site}/")
-    expect = playwright.expect
     expect(page.get_by_test_id("no-sessions")).to_be_visible()  # gone from the list
     assert not ChatSession.objects.filter(session_id=session_id).exists()  # deleted before the page moved on
     assert not ChatMessage.objects.filter(session__session_id=session_id).exists()

@@ -886,8 +886,14 @@
     }
   });
   const deleteButton = $("delete");
-  deleteButton.addEventListener("click", async () => {
-    if (!window.confirm("Delete this chat? Its messages are removed for good.")) return;
+  const deleteDialog = $("delete-dialog");
+  deleteButton.addEventListener("click", () => {
+    deleteDialog.returnValue = ""; // what Escape leaves
+    deleteDialog.showModal();
+  });
+  deleteDialog.addEventListener("close", async () => {
+    if (deleteDialog.returnValue !== "delete") return; // Cancel or Escape: focus goes back to Delete chat
+    deleteDialog.returnValue = "";
     deleteButton.disabled = true;
     showError("");
     try {
