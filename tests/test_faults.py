@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -22,13 +23,14 @@ from rest_framework.test import APIClient
 from temporalio.client import Client
 
 from chat.models import ChatMessage, ChatSession
+from chat.types import SessionOptions
 from chat.workflows import ChatSessionWorkflow, workflow_id_for
 from devtools.processes import DevServer, WebServer, free_port, wait_for
 from temporal_integration.conf import temporal_settings
 from tests.conftest import WorkerProcess, app_env, database_url, token_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
-ACTIVITY_TIMEOUT = 2  # seconds: how soon Temporal retries an attempt whose worker died
+ACTIVITY_TIMEOUT = 2  # seconds: how soon Temporal retries an attempt (or a workflow task) whose worker died
 
 
 @pytest.fixture
@@ -235,8 +237,14 @@ def test_two_workers_one_killed_mid_load_every_session_completes(api, dev_server
     sessions = [f"load-{n}" for n in range(20)]
 
     async def one_session(client: Client, session_id: str) -> Any:
+        # Short timeouts for the killed worker's activities and workflow tasks: the sessions' default activity timeout
+        # and Temporal's workflow task timeout, 10 s each, are what the sessions it held would otherwise sit out.
         handle = await client.start_workflow(
-            ChatSessionWorkflow.run, args=[user_id, session_id], id=workflow_id_for(session_id), task_queue=queue
+            ChatSessionWorkflow.run,
+            args=[user_id, session_id, SessionOptions(activity_timeout_seconds=ACTIVITY_TIMEOUT), None],
+            id=workflow_id_for(session_id),
+            task_queue=queue,
+            task_timeout=timedelta(seconds=ACTIVITY_TIMEOUT),
         )
         for n in range(3):
             await handle.execute_update(ChatSessionWorkflow.post_message, f"{session_id}/{n}")
