@@ -414,7 +414,8 @@ def test_temporal_restarted_mid_reply_the_reply_completes_once_and_the_session_g
 
 def test_regenerate_answers_the_last_message_again_and_keeps_the_old_reply_marked_replaced(web, assistant_model):
     chat = web()
-    assistant_model.script(Reply("first answer"), Reply("second answer", chunk_delay=0.1))
+    # The new reply stops after its first word until released: it is being written for as long as the test needs.
+    assistant_model.script(Reply("first answer"), Hang(after_chunks=1, text="second answer"))
     chat.start("regen-1", content="a question")
     subscribed(chat, "regen-1")
     chat.follow("regen-1", reply_stored(2))
@@ -423,6 +424,7 @@ def test_regenerate_answers_the_last_message_again_and_keeps_the_old_reply_marke
     busy = chat.post("sessions/regen-1/regenerate/")  # the new reply is being written
     # A page loaded now follows the stream from where it carries all of the new reply (its first words included).
     page = selectors.session_conversation(user=Token.objects.get(key=chat.token).user, session_id="regen-1")
+    assistant_model.release()
     events = chat.follow("regen-1", reply_stored(3), last_event_id=page.after)
     then = chat.post("sessions/regen-1/messages/", {"content": "and then?"}, wait="true")
     listed = chat.get("sessions/regen-1/messages/").json()["results"]
