@@ -19,7 +19,7 @@ from chat.conf import chat_settings
 from chat.events import Event, get_event_log
 from chat.exceptions import UnknownUser
 from chat.models import ChatEvent, ChatMessage, ChatSession, ChatToolCall, title_from
-from chat.serializers import MessageSerializer, SessionEndedSerializer
+from chat.serializers import MessageSerializer, SessionEndedSerializer, represent
 from chat.tools import InvalidArguments, get_tools
 from chat.types import ChatMessageData, MessageStatus, SessionEnd, ToolCallRef, ToolCallStatus, tool_call_id
 
@@ -61,7 +61,7 @@ def message_record(*, session_id: str, message: ChatMessageData) -> ChatMessage:
         )
         if message.seq == 1 and message.role == ChatMessage.Role.USER:  # the chat's title, unless renamed first
             ChatSession.objects.filter(pk=session.pk, title="").update(title=title_from(message.content))
-    data = dict(MessageSerializer(stored).data)
+    data = represent(MessageSerializer, stored)
     events = [Event(session_id, ChatEvent.Type.MESSAGE, data, key=ChatEvent.message_key(stored.seq))]
     if stored.status == ChatMessage.Status.FAILED:
         detail = {"turn": stored.seq, "detail": ChatMessage.FAILED_REPLY}
@@ -85,7 +85,7 @@ def message_replace(*, session_id: str, seq: int) -> None:
         if stored.status != ChatMessage.Status.REPLACED:
             stored.status = ChatMessage.Status.REPLACED
             stored.save(update_fields=["status"])
-    data = dict(MessageSerializer(stored).data)
+    data = represent(MessageSerializer, stored)
     get_event_log().append(session_id, [Event(session_id, ChatEvent.Type.MESSAGE, data, key=f"replaced:{seq}")])
 
 
@@ -303,7 +303,7 @@ def session_record_end(*, end: SessionEnd) -> None:
     ChatSession.objects.filter(session_id=end.session_id).update(
         status=end.status, ended_at=end.ended_at, ended_by_id=end.ended_by
     )
-    data = dict(SessionEndedSerializer(end).data)
+    data = represent(SessionEndedSerializer, end)
     log = get_event_log()
     [ended] = log.append(end.session_id, [Event(end.session_id, ChatEvent.Type.SESSION_ENDED, data, key="ended")])
     log.compact(end.session_id, after=None, upto=ended)  # every reply is stored by now

@@ -25,6 +25,7 @@ from chat.serializers import (
     ToolCallSerializer,
     ValidationErrorSerializer,
     WaitSerializer,
+    represent,
 )
 from chat.waiting import await_reply
 
@@ -121,7 +122,7 @@ class SessionViewSet(viewsets.GenericViewSet):
         payload = StartSessionSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         started = services.session_start(user=request.user, **payload.validated_data)
-        return Response(StartedSessionSerializer(started).data, status=status.HTTP_202_ACCEPTED)
+        return Response(represent(StartedSessionSerializer, started), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses={200: SessionSerializer(many=True), **_errors(**BAD_PAGE, **UNAUTHENTICATED, **NO_PAGE)})
     def list(self, request: Request) -> Response:
@@ -159,7 +160,7 @@ class SessionViewSet(viewsets.GenericViewSet):
             # waits. chatproject.asgi sends these requests to chat.waiting, which holds no thread.
             reply = async_to_sync(await_reply)(session_id=session_id, user_seq=message.seq, reply_seq=message.reply_seq)
             return Response({**reply, "reply_seq": None}, status=status.HTTP_201_CREATED)
-        return Response(PostedMessageSerializer(message).data, status=status.HTTP_201_CREATED)
+        return Response(represent(PostedMessageSerializer, message), status=status.HTTP_201_CREATED)
 
     @extend_schema(
         request=RenameSerializer,
