@@ -101,9 +101,7 @@ class DatabaseEventLog:
 
     @staticmethod
     def _insert_transient(session_pk: int, events: Sequence[Event]) -> list[str]:
-        params: list[Any] = []
-        for event in events:
-            params += [session_pk, event.type, DATA.get_db_prep_save(event.data, connection), "", _now()]
+        data = [DATA.get_db_prep_save(event.data, connection) for event in events]
         rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(events))
         table = ChatEvent._meta.db_table
         sql = f"INSERT INTO {table} (session_id, type, data, key, created_at) VALUES {rows} RETURNING id"
@@ -116,6 +114,12 @@ class DatabaseEventLog:
                     if not sqlite:
                         cursor.execute("SET LOCAL synchronous_commit TO OFF")
                         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [APPEND_LOCK_ID])
+                    now = _now()  # stamped once the write lock is held, as the ORM stamps the other appends
+                    params = [
+                        value
+                        for event, datum in zip(events, data, strict=True)
+                        for value in (session_pk, event.type, datum, "", now)
+                    ]
                     cursor.execute(sql, params)
                     ids = sorted(row[0] for row in cursor.fetchall())
             finally:
