@@ -202,7 +202,7 @@ def features(chats: Chats) -> list[Feature]:
                 "Rename opens the title in place, a new one typed: Enter saves, Esc cancels.",
                 chat("pasta"), show_renaming),
         Feature("search", "Search",
-                "The search box's page for “pasta”: what matched in all the user's chats, the word marked.",
+                "The search box's page for “pasta”: chats named so, then messages that hold it, the word marked.",
                 "/search/?q=pasta", show_search),
         Feature("delete", "Delete, with confirmation",
                 "Delete chat asks first, Cancel focused: Escape or Cancel keeps the chat.",
