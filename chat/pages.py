@@ -130,13 +130,16 @@ def search(request: HttpRequest) -> HttpResponse:
     query = " ".join(request.GET.get("q", "").split())[:200]
     chats, hits = [], []
     if query:
-        chats = [
-            (chat, Marked.of(chat.title, query))
-            for chat in selectors.sessions_titled(user=request.user, query=query, limit=SEARCH_HITS)
-        ]
         hits = [
             SearchHit(message.session, message.seq, Marked.of(snippet(message.content, query), query))
             for message in selectors.messages_matching(user=request.user, query=query, limit=SEARCH_HITS)
+        ]
+        # A chat's title is its first message's start unless renamed: a chat listed with its messages is not again.
+        listed = {hit.session.session_id for hit in hits}
+        chats = [
+            (chat, Marked.of(chat.title, query))
+            for chat in selectors.sessions_titled(user=request.user, query=query, limit=SEARCH_HITS)
+            if chat.session_id not in listed
         ]
     context = {
         "query": query,

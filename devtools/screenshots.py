@@ -131,6 +131,11 @@ def prepare(page: Page, base_url: str, chats: Chats) -> None:
     message(page, 2).get_by_test_id("regenerate").click()
     message(page, 3, final=True).wait_for()
     page.locator('[data-seq="2"][data-status="replaced"] [data-testid="replaced-reply"]').wait_for()
+    # Renamed, so that the search finds a chat by its name too (not only by the messages in it).
+    page.get_by_test_id("rename").click()
+    page.get_by_test_id("title-input").fill("A grey cat called Pasta?")
+    page.get_by_test_id("title-input").press("Enter")
+    page.get_by_test_id("chat-title").filter(has_text="A grey cat called Pasta?").wait_for()
 
 
 def show_copied(page: Page) -> None:
@@ -173,6 +178,7 @@ def leave_renaming(page: Page) -> None:
 
 def show_search(page: Page) -> None:
     page.get_by_test_id("search-hit").first.wait_for()
+    page.get_by_test_id("search-chat").first.wait_for()
 
 
 def show_delete(page: Page) -> None:
