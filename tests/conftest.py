@@ -102,6 +102,9 @@ class BackgroundWorker:
             self.loop.run_until_complete(run_worker(self.options, self.stop_event))
         except BaseException as exc:  # surfaced by stop()
             self.error = exc
+        finally:  # as asyncio.run() ends the command's loop: its executor's threads (sync_to_async's) end too
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.stop_event.set)

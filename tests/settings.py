@@ -23,3 +23,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins; tests only
+
+# In this process a worker's activity closes its connection when done: the tests start a worker here per test, whose
+# threads end with it, and a connection kept on an ended thread stays open until the garbage collector happens to
+# find it (on PostgreSQL, dozens by the middle of a run: more than max_connections leaves two test processes). The
+# worker and web processes the tests start keep theirs for DATABASE_CONN_MAX_AGE, as production does
+# (tests/test_faults.py drops them under a running worker).
+DATABASES["default"]["CONN_MAX_AGE"] = 0
