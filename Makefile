@@ -26,8 +26,11 @@ run: $(STAMP) .env
 	$(BIN)/python manage.py create_demo_user
 	$(BIN)/honcho -f Procfile.dev start
 
+# On two processes (pytest-xdist), each with its own test database, Temporal servers and Redis database
+# (tests/settings.py): most of the suite waits on servers, processes and timeouts, so two at once keep CI's 2 cores
+# busier; worksteal evens out the long tests between them.
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist worksteal
 
 # On two processes (pytest-xdist): most of the fast lane's time is fresh Python processes starting.
 test-fast: $(STAMP)

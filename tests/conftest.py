@@ -49,7 +49,8 @@ async def wait_until(read: Callable[[], Awaitable[T]], ok: Callable[[T], bool], 
 @pytest.fixture(autouse=True)
 def clean_redis_event_log() -> Iterator[None]:
     """With CHAT_EVENT_LOG in Redis, each test starts from an empty log there, as it does from an empty database:
-    the tests reuse session ids. So give the tests a Redis database of their own (CI uses /15)."""
+    the tests reuse session ids. So give the tests a Redis database of their own (CI uses /15; under pytest -n 2 the
+    second process takes /14, tests/settings.py)."""
     yield
     if chat_settings.CHAT_EVENT_LOG != "database":
         client = redis.Redis.from_url(chat_settings.CHAT_EVENT_LOG)
