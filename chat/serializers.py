@@ -59,6 +59,17 @@ class NotBlankValidator(RegexValidator):
             raise DjangoValidationError(self.message, code=self.code)
 
 
+class NoNulValidator(RegexValidator):
+    """Publishes "no NUL" in the schema (a client, or schemathesis, then knows it is refused); judges nothing: NUL has
+    DRF's own check and message."""
+
+    def __init__(self) -> None:
+        super().__init__("^[^\\u0000]*$")
+
+    def __call__(self, value: str) -> None:
+        pass
+
+
 STRING_ERRORS = {"not_a_string": "must be a string.", "not_utf8": "must be valid Unicode text."}
 
 
@@ -266,6 +277,7 @@ class RenameSerializer(StrictSerializer):
         required=False,
         max_length=TITLE_LENGTH,
         help_text="The chat's new name (surrounding whitespace is dropped).",
+        validators=[NotBlankValidator(CONTENT_PATTERN, "must not be empty.")],
         error_messages={
             "blank": "must not be empty.",
             "max_length": f"must be at most {TITLE_LENGTH} characters.",
@@ -280,6 +292,7 @@ class DecisionSerializer(StrictSerializer):
         allow_blank=True,
         max_length=1000,
         help_text="Why (a denial's reason reaches the model: “the user declined: <reason>”).",
+        validators=[NoNulValidator()],
         error_messages=STRING_ERRORS,
     )
 
