@@ -20,7 +20,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from chat.models import ChatMessage, ChatSession
-from devtools.model_server import Reply
+from devtools.model_server import Hang, Reply
 from devtools.processes import WebServer, wait_for
 from tests.conftest import CHROMIUM, app_env, launch_chromium
 
@@ -445,7 +445,7 @@ def test_a_chat_is_renamed_in_place_with_the_keyboard_and_a_refused_title_stays_
         page.screenshot(path=ARTIFACTS / f"chat-rename-error-{scheme}-375px.png")
 
 
-STORY = "".join(f"Part {i}.\n\n" for i in range(1, 81))  # 80 paragraphs, a word each: 8 s at 0.1 s a word
+STORY = "".join(f"Part {i}.\n\n" for i in range(1, 81))  # 80 paragraphs of two chunks each
 
 
 def at_bottom(page: "playwright.Page") -> bool:
@@ -473,8 +473,9 @@ def test_the_composer_grows_with_its_text_and_a_reader_up_the_page_is_offered_a_
     composer.fill("")
     assert composer.bounding_box()["height"] == empty
 
-    # Sent, it is back to its size. A long reply: the page follows it while the reader stays at the bottom.
-    assistant_model.script(Reply(STORY, chunk_delay=0.1))
+    # Sent, it is back to its size. A long reply: the page follows it while the reader stays at the bottom. It stops
+    # after 35 paragraphs until the reader has scrolled up, so that the rest is written below them.
+    assistant_model.script(Hang(after_chunks=70, text=STORY, chunk_delay=0.02))
     send(page, "Tell me a long story,\nin many parts,\none a line,\nfrom the start\nto the end")
     expect(composer).to_have_value("")
     assert composer.bounding_box()["height"] == empty
@@ -488,6 +489,7 @@ def test_the_composer_grows_with_its_text_and_a_reader_up_the_page_is_offered_a_
     expect(jump).to_be_visible()
     page.wait_for_function("scrollY === 0")
     written = len(text_of(page, 2))
+    assistant_model.release()
     page.wait_for_function(f"document.querySelector('[data-seq=\"2\"] .message__text').textContent.length > {written}")
     assert page.evaluate("scrollY") == 0
     page.screenshot(path=ARTIFACTS / "chat-jump-to-latest-1100px.png")
