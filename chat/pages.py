@@ -138,8 +138,7 @@ def search(request: HttpRequest) -> HttpResponse:
         listed = {hit.session.session_id for hit in hits}
         chats = [
             (chat, Marked.of(chat.title, query))
-            for chat in selectors.sessions_titled(user=request.user, query=query, limit=SEARCH_HITS)
-            if chat.session_id not in listed
+            for chat in selectors.sessions_titled(user=request.user, query=query, limit=SEARCH_HITS, excluding=listed)
         ]
     context = {
         "query": query,

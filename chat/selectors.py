@@ -50,10 +50,13 @@ def sessions_listed(*, user: AbstractBaseUser, limit: int = 50) -> list[ChatSess
     return list(sessions_of(user=user)[:limit])
 
 
-def sessions_titled(*, user: AbstractBaseUser, query: str, limit: int = 10) -> list[ChatSession]:
-    """The user's chats whose title contains `query` (case-insensitive), newest first: a renamed chat is found by
-    the name its owner gave it."""
-    return list(sessions_of(user=user).filter(title__icontains=query)[:limit])
+def sessions_titled(
+    *, user: AbstractBaseUser, query: str, limit: int = 10, excluding: Iterable[str] = ()
+) -> list[ChatSession]:
+    """The user's chats whose title contains `query` (case-insensitive), newest first, but those `excluding` names:
+    a renamed chat is found by the name its owner gave it."""
+    found = sessions_of(user=user).filter(title__icontains=query).exclude(session_id__in=list(excluding))
+    return list(found[:limit])
 
 
 def messages_matching(

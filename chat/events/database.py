@@ -53,9 +53,7 @@ class DatabaseEventLog:
         if not connection.in_atomic_block and all(event.type in TRANSIENT_TYPES for event in events):
             return self._append_transient(session_id, events)
         with transaction.atomic():
-            session_pk = ChatSession.objects.filter(session_id=session_id).values_list("pk", flat=True).first()
-            if session_pk is None:
-                raise SessionNotFound(session_id)
+            session_pk = _session_pk(session_id)
             if connection.vendor == "postgresql":
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT pg_advisory_xact_lock(%s)", [APPEND_LOCK_ID])
@@ -87,9 +85,7 @@ class DatabaseEventLog:
                 return self._insert_transient(known, events)
             except IntegrityError:  # that record was deleted (its key is checked at commit): look again
                 self._session_pks.pop(session_id, None)
-        session_pk = ChatSession.objects.filter(session_id=session_id).values_list("pk", flat=True).first()
-        if session_pk is None:
-            raise SessionNotFound(session_id)
+        session_pk = _session_pk(session_id)
         try:
             ids = self._insert_transient(session_pk, events)
         except IntegrityError:  # deleted meanwhile
@@ -174,6 +170,14 @@ class DatabaseEventLog:
 
     async def aclose(self) -> None:
         await self._live.aclose()
+
+
+def _session_pk(session_id: str) -> int:
+    """The session record's primary key; SessionNotFound without a record."""
+    session_pk = ChatSession.objects.filter(session_id=session_id).values_list("pk", flat=True).first()
+    if session_pk is None:
+        raise SessionNotFound(session_id)
+    return session_pk
 
 
 def _str_or_none(value: object) -> str | None:

@@ -271,7 +271,7 @@
     stopButton.hidden = !writing || status !== "active";
     if (writing) conversation.setAttribute("aria-busy", "true");
     else conversation.removeAttribute("aria-busy");
-    regenerateChanged();
+    regenerateChanged(writing);
   }
 
   // Another answer to the last question: the last reply offers Regenerate once it is final, while the chat is open
@@ -280,9 +280,8 @@
 
   const REPLACED = "replaced";
 
-  function regenerateChanged() {
+  function regenerateChanged(writing) {
     const last = messages.lastElementChild;
-    const writing = messages.querySelector('[data-role="assistant"][data-final="false"]');
     const offered = status === "active" && !writing && last?.dataset.role === "assistant"
       && last.dataset.final === "true" && last.dataset.status !== REPLACED ? last : null;
     for (const actions of messages.querySelectorAll(".message__actions")) {
