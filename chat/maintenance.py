@@ -26,6 +26,8 @@ def event_retention_schedule(task_queue: str) -> tuple[str, Schedule]:
         EventRetention(chat_settings.CHAT_EVENT_RETENTION),
         id=EVENT_RETENTION_SCHEDULE,
         task_queue=task_queue,
+        # a run that no worker takes (its task queue renamed since) must not hold off the next ones: SKIP below
+        execution_timeout=EVENT_RETENTION_EVERY - timedelta(minutes=5),
     )
     spec = ScheduleSpec(intervals=[ScheduleIntervalSpec(every=EVENT_RETENTION_EVERY)])
     return EVENT_RETENTION_SCHEDULE, Schedule(action, spec, policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP))
