@@ -155,6 +155,10 @@ class Rig:
         self.processes["worker"] = self.worker
         return self.worker
 
+    def second_worker(self) -> WorkerProcess:
+        """Another project worker on the same task queue, started now (not yet polling); the caller stops it."""
+        return WorkerProcess(self.env, log=self.tmp / "worker-second.log")
+
     @staticmethod
     @contextmanager
     def started(name: str, keep_logs: bool = False) -> Iterator["Rig"]:

@@ -2,7 +2,8 @@
 project's worker; an SSE client of the project's event stream times `POST .../messages/` to the first `delta` of
 its reply, and the same client times the server's own first token directly (a streamed completion, to its first
 content chunk), at the same concurrency, in the same rounds. The overhead is the difference: the workflow, the
-activity, pydantic-ai, the event log and the stream."""
+activity, pydantic-ai, the event log and the stream. Twenty at once is measured on the one worker, then with a second
+worker process beside it."""
 
 import asyncio
 import json
@@ -13,10 +14,12 @@ from dataclasses import dataclass
 import aiohttp
 
 from bench.load import Load, p95
-from bench.project import EventType
+from bench.project import EventType, workflow_id_for
 from bench.results import Config
 
 LEVELS = (1, 20)  # sessions whose messages are posted at once
+TWO_WORKERS = 20  # the level measured again with a second worker process
+STARTED = "workflow_task_started_event_attributes"
 
 
 @dataclass(frozen=True)
@@ -108,27 +111,70 @@ async def direct(http: aiohttp.ClientSession, model_url: str) -> float:
     return took
 
 
+async def level(
+    load: Load, streams: aiohttp.ClientSession, model: aiohttp.ClientSession, ids: list[str], rounds: int, key: str
+) -> None:
+    """`rounds` rounds of a message posted to each of the sessions `ids` at once, beside as many of the model's own
+    first tokens; the figures ttft_<key>_*."""
+    followers = [Follower(streams, session_id) for session_id in ids]
+    project, own = [], []
+    try:
+        for _ in range(rounds):
+            own += await asyncio.gather(*(direct(model, load.rig.model_url) for _ in ids))
+            project += await asyncio.gather(*(through_project(load, f) for f in followers))
+    finally:
+        for follower in followers:
+            await follower.close()
+    f = load.results.figures
+    f[f"ttft_{key}_project_p50"], f[f"ttft_{key}_project_p95"] = statistics.median(project), p95(project)
+    f[f"ttft_{key}_model_p50"], f[f"ttft_{key}_model_p95"] = statistics.median(own), p95(own)
+    f[f"ttft_{key}_overhead_p50"] = f[f"ttft_{key}_project_p50"] - f[f"ttft_{key}_model_p50"]
+    f[f"ttft_{key}_overhead_p95"] = f[f"ttft_{key}_project_p95"] - f[f"ttft_{key}_model_p95"]
+
+
 async def measure(load: Load, config: Config) -> None:
     rounds = {1: max(5, config.messages // 4), 20: max(3, config.messages // 20)}
     streams = load.stream_client()
     model = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(60))
     try:
-        for level in LEVELS:
-            ids = [await load.start("api") for _ in range(level)]
+        for n in LEVELS:
+            ids = [await load.start("api") for _ in range(n)]
             await load.drain()
-            followers = [Follower(streams, session_id) for session_id in ids]
-            project, own = [], []
-            for _ in range(rounds[level]):
-                own += await asyncio.gather(*(direct(model, load.rig.model_url) for _ in range(level)))
-                project += await asyncio.gather(*(through_project(load, f) for f in followers))
-            for follower in followers:
-                await follower.close()
-            f = load.results.figures
-            f[f"ttft_{level}_project_p50"], f[f"ttft_{level}_project_p95"] = statistics.median(project), p95(project)
-            f[f"ttft_{level}_model_p50"], f[f"ttft_{level}_model_p95"] = statistics.median(own), p95(own)
-            f[f"ttft_{level}_overhead_p50"] = f[f"ttft_{level}_project_p50"] - f[f"ttft_{level}_model_p50"]
-            f[f"ttft_{level}_overhead_p95"] = f[f"ttft_{level}_project_p95"] - f[f"ttft_{level}_model_p95"]
+            await level(load, streams, model, ids, rounds[n], str(n))
             await load.drain()
+        await on_two_workers(load, streams, model, rounds[TWO_WORKERS])
     finally:
         await streams.close()
         await model.close()
+
+
+async def on_two_workers(load: Load, streams: aiohttp.ClientSession, model: aiohttp.ClientSession, rounds: int) -> None:
+    """TWO_WORKERS sessions at once again, with a second worker process polling the same task queue: new sessions,
+    whose first workflow task either worker takes (their turns then run on that worker), each answering its first
+    message before the rounds, so that the second worker has run a turn before it is timed. The sessions are ended
+    before the second worker stops, so no session is left on a queue no worker polls."""
+    with load.rig.second_worker() as worker:
+        await asyncio.to_thread(worker.wait_ready)
+        starts = (load.start("api", stay_open=False, content="hi") for _ in range(TWO_WORKERS))
+        ids = await asyncio.gather(*starts)
+        firsts = [Follower(streams, session_id) for session_id in ids]
+        try:
+            await asyncio.gather(*(asyncio.wait_for(follower.stored_event(2).wait(), 60) for follower in firsts))
+        finally:
+            for follower in firsts:
+                await follower.close()
+        await load.drain()
+        await level(load, streams, model, ids, rounds, f"{TWO_WORKERS}_two")
+        worker.check_alive()
+        second = await asyncio.gather(*(ran_on(load, session_id, worker.pid) for session_id in ids))
+        load.results.figures[f"ttft_{TWO_WORKERS}_two_on_second"] = sum(second)
+        await asyncio.gather(*(load.post("api", f"/api/sessions/{session_id}/end/", {}, 200) for session_id in ids))
+        await load.drain()
+        await asyncio.to_thread(worker.stop)
+
+
+async def ran_on(load: Load, session_id: str, pid: int) -> bool:
+    """Whether the session's last workflow task ran on the worker process `pid` (a worker's identity is pid@host)."""
+    history = await load.client.get_workflow_handle(workflow_id_for(session_id)).fetch_history()
+    tasks = [e.workflow_task_started_event_attributes.identity for e in history.events if e.HasField(STARTED)]
+    return tasks[-1].startswith(f"{pid}@")

@@ -1,8 +1,10 @@
-"""Line 4: the message round trip, an API post and a raw update in turn, over 10 open sessions of each kind."""
+"""Line 4: the message round trip, an API post, a peer post and a raw update in turn, over 10 open sessions of each
+kind; each web process's CPU per message it served."""
 
 from collections.abc import Callable
 
 from bench.load import Load, interleaved, record_latencies
+from bench.phases.spaced import WEB
 from bench.results import Config
 
 
@@ -25,5 +27,9 @@ async def round_trip(load: Load, config: Config) -> None:
     spent: dict[str, float] = {}
     with load.charge(spent):  # over the 10 newest of each side
         found = await samples(load, config.messages, lambda ids, i: ids[len(ids) - 10 + i % 10])
-    load.results.cpu["4 one message of each side"] = {k: 1000 * v / (config.messages + 3) for k, v in spent.items()}
+    per_message = {k: 1000 * v / (config.messages + 3) for k, v in spent.items()}
+    load.results.cpu["4 one message of each side"] = per_message
+    for side, name in WEB.items():  # each web server serves only its own side's messages
+        if name in per_message:
+            load.results.figures[f"webcpu_msg_{side}"] = per_message[name]
     record_latencies(load.results, "msg", found)

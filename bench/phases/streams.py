@@ -1,6 +1,6 @@
-"""Line 8: what one machine holds. Idle SSE clients on the web server (memory per stream, CPU while they wait), many
-turns streaming at once (every delta delivered, in order; how long after its append each reached its client; the
-worker's CPU per turn), and the history one turn adds to a session's workflow as the session grows."""
+"""Line 8: what one machine holds. Idle SSE clients on the web server (its memory, per stream and in all; its CPU while
+they wait), and many turns streaming at once (every delta delivered, in order; how long after its append each reached
+its client; the worker's CPU per message and per turn)."""
 
 import asyncio
 import datetime
@@ -17,6 +17,8 @@ from bench.project import EventType
 from bench.results import CONCURRENCY, Config
 
 IDLE_SECONDS = 5.0  # the idle streams' CPU is measured over this long
+# The model server (--tools) answers this with a send_email call, which waits for the user's approval.
+HELD_TURN = "email me the notes"
 
 
 async def idle(load: Load, config: Config) -> None:
@@ -36,7 +38,8 @@ async def idle(load: Load, config: Config) -> None:
         cpu_before, t0 = web.cpu_seconds(), time.monotonic()
         await asyncio.sleep(IDLE_SECONDS)
         f["streams_idle_cpu"] = 100 * (web.cpu_seconds() - cpu_before) / (time.monotonic() - t0)
-        f["streams_rss_per_stream_kb"] = 1024 * (web.rss_mb() - rss_before) / len(ids)
+        f["streams_web_rss"], f["streams_web_rss_before"] = web.rss_mb(), rss_before
+        f["streams_rss_per_stream_kb"] = 1024 * (f["streams_web_rss"] - rss_before) / len(ids)
         f["streams_threads"] = web.threads()
         f["streams_open"] = sum(not follower.task.done() for follower in followers)
         for follower in followers:
@@ -94,7 +97,9 @@ async def turns_at_once(load: Load, config: Config) -> None:
     async def start() -> None:
         ids.append(await load.start("api"))
 
+    held = await holding_turns(load, n)  # for the message's CPU alone, measured after the turns
     await fan_out(n, CONCURRENCY, start)
+    await held_on_approval(load, held)
     await load.drain()
     question = "please tell me about " + " ".join(f"topic{k}" for k in range(9))
     spent: dict[str, float] = {}
@@ -124,8 +129,54 @@ async def turns_at_once(load: Load, config: Config) -> None:
     f["turns_deltas"], f["turns_retried"] = len(deltas), len(retried)
     f["turns_delivery_p50"], f["turns_delivery_p95"] = statistics.median(latencies), p95(latencies)
     f["turns_worker_cpu"] = 1000 * spent["worker"] / n
+    f["turns_message_cpu"] = await messages_alone(load, held, question)
+    f["turns_turn_cpu"] = f["turns_worker_cpu"] - f["turns_message_cpu"]
     log(
         f"{n} turns at once: {whole} whole, {in_order} in order, {len(deltas)} deltas, {len(retried)} posts retried, "
-        f"delivery p95 "
-        f"{f['turns_delivery_p95']:.0f} ms, worker CPU {f['turns_worker_cpu']:.0f} ms a turn"
+        f"delivery p95 {f['turns_delivery_p95']:.0f} ms, worker CPU {f['turns_worker_cpu']:.0f} ms a message and its "
+        f"turn: {f['turns_message_cpu']:.0f} ms the message, {f['turns_turn_cpu']:.0f} ms the turn"
     )
+
+
+async def holding_turns(load: Load, n: int) -> list[str]:
+    """n new sessions whose first message asks for a tool call that waits for the user's approval: each holds its
+    turn there, and the turns of the messages posted after it wait behind it."""
+    ids: list[str] = []
+
+    async def start() -> None:
+        ids.append(await load.start("api", stay_open=False, content=HELD_TURN))  # ended by messages_alone
+
+    await fan_out(n, CONCURRENCY, start)
+    return ids
+
+
+async def awaiting_approval(load: Load, session_id: str) -> bool:
+    async with load.http["api"].get(f"/api/sessions/{session_id}/") as response:
+        live = (await response.json())["live"]
+    return bool(live and live.get("awaiting_approval"))
+
+
+async def held_on_approval(load: Load, ids: list[str]) -> None:
+    """Waits until each session's turn waits for the user's approval."""
+    waiting, deadline = set(ids), time.monotonic() + 60
+    while waiting:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(waiting)} of {len(ids)} sessions' replies never awaited approval")
+        asked = list(waiting)
+        held = await asyncio.gather(*(awaiting_approval(load, session_id) for session_id in asked))
+        waiting -= {session_id for session_id, yes in zip(asked, held, strict=True) if yes}
+        await asyncio.sleep(0.1)
+
+
+async def messages_alone(load: Load, ids: list[str], content: str) -> float:
+    """The worker's CPU per message stored whose turn does not run, in ms: the sessions of holding_turns are sent
+    `content` at once; from the posts until every message is stored and the workers are idle. The sessions are
+    ended after."""
+    await load.quiesce()
+    spent: dict[str, float] = {}
+    with load.charge(spent):
+        await asyncio.gather(*(post_until_taken(load, session_id, content, []) for session_id in ids))
+        await load.quiesce()
+    await asyncio.gather(*(load.post("api", f"/api/sessions/{session_id}/end/", {}, 200) for session_id in ids))
+    await load.drain()
+    return 1000 * spent["worker"] / len(ids)
