@@ -2,7 +2,7 @@
 translated here into the app's own exceptions.
 
 `SessionGateway`'s methods are async, on the process's client loop; sync code (views, services, the admin) runs
-one through `call(SessionGateway.post, ...)`.
+one through `call(SessionGateway.post, ...)`, or prepares one as a `Pending` for the API's async door to await.
 """
 
 import asyncio
@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from temporalio.client import (
     Client,
@@ -56,7 +56,7 @@ from chat.types import (
     ToolOutcome,
 )
 from chat.workflows import ChatSessionWorkflow, workflow_id_for
-from temporal_integration.client import run_on_client, unavailable
+from temporal_integration.client import run_on_client, run_on_loop, unavailable
 from temporal_integration.conf import get_config
 
 logger = logging.getLogger(__name__)
@@ -251,3 +251,24 @@ def _translated(session_id: str, not_found: Callable[[str], Exception] = Session
 def call(method: Callable[Concatenate[SessionGateway, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
     """Runs one gateway method on the client's loop and returns its result: the door for sync code."""
     return run_on_client(lambda client: method(SessionGateway(client), *args, **kwargs))
+
+
+def _unchanged(result: Any) -> Any:
+    return result
+
+
+@dataclass(frozen=True)
+class Pending(Generic[T]):
+    """A gateway call that sync code has checked and prepared, and what becomes of its result (`then`: no database
+    work). `result()` runs it as `call` does; the API's async door (chatproject.asgi) awaits `on_loop()` instead, with
+    a client of the server's own loop, once the thread that prepared it has been let go."""
+
+    method: Callable[..., Awaitable[Any]]
+    kwargs: dict[str, Any]
+    then: Callable[[Any], T] = _unchanged
+
+    def result(self) -> T:
+        return self.then(call(self.method, **self.kwargs))
+
+    async def on_loop(self) -> T:
+        return self.then(await run_on_loop(lambda client: self.method(SessionGateway(client), **self.kwargs)))

@@ -37,6 +37,13 @@ def session_start(
 ) -> StartedSession:
     """Starts the session's workflow, with its first message when `content` is given (one round trip); the
     workflow's activity writes the record."""
+    return session_starting(user=user, session_id=session_id, content=content).result()
+
+
+def session_starting(
+    *, user: AbstractBaseUser, session_id: str | None = None, content: str | None = None
+) -> gateway.Pending[StartedSession]:
+    """session_start's checks, done; its start, prepared (the API's async door awaits it on the server's loop)."""
     # The record outlives the workflow's retention in Temporal, so it is the lasting guard against reusing a
     # client's id. An id generated here is a fresh uuid4: no record can hold it, so that read is skipped.
     if session_id is None:
@@ -46,22 +53,24 @@ def session_start(
     if content is not None:
         _require_token_budget(user)
     user_id = str(user.pk)
-    started = gateway.call(
-        SessionGateway.start, user_id=user_id, session_id=session_id, options=session_options(), first=content
-    )
-    logger.info(
-        "session started session_id=%s user_id=%s workflow_id=%s run_id=%s",
-        *(session_id, user_id, started.workflow_id, started.run_id),
-    )
-    return StartedSession(
-        session_id=session_id,
-        user_id=user_id,
-        workflow_id=started.workflow_id,
-        run_id=started.run_id,
-        status=ChatSession.Status.ACTIVE,
-        temporal_ui_url=ChatSession(workflow_id=started.workflow_id).temporal_ui_url,
-        message=started.first_message,
-    )
+
+    def started_session(started: gateway.StartedWorkflow) -> StartedSession:
+        logger.info(
+            "session started session_id=%s user_id=%s workflow_id=%s run_id=%s",
+            *(session_id, user_id, started.workflow_id, started.run_id),
+        )
+        return StartedSession(
+            session_id=session_id,
+            user_id=user_id,
+            workflow_id=started.workflow_id,
+            run_id=started.run_id,
+            status=ChatSession.Status.ACTIVE,
+            temporal_ui_url=ChatSession(workflow_id=started.workflow_id).temporal_ui_url,
+            message=started.first_message,
+        )
+
+    options = {"user_id": user_id, "session_id": session_id, "options": session_options(), "first": content}
+    return gateway.Pending(SessionGateway.start, options, started_session)
 
 
 def message_post(
@@ -69,11 +78,19 @@ def message_post(
 ) -> ChatMessageData:
     """Hands the message to the session's workflow, which numbers and stores it; idempotent with a
     client_message_id. Over the user's daily token budget, refused before any model call."""
+    return message_posting(
+        user=user, session_id=session_id, content=content, client_message_id=client_message_id
+    ).result()
+
+
+def message_posting(
+    *, user: AbstractBaseUser, session_id: str, content: str, client_message_id: str | None = None
+) -> gateway.Pending[ChatMessageData]:
+    """message_post's checks, done; its post, prepared (the API's async door awaits it on the server's loop)."""
     session_require_owner(user=user, session_id=session_id)
     _require_token_budget(user)
-    return gateway.call(
-        SessionGateway.post, session_id=session_id, content=content, client_message_id=client_message_id
-    )
+    post = {"session_id": session_id, "content": content, "client_message_id": client_message_id}
+    return gateway.Pending(SessionGateway.post, post)
 
 
 def session_end(*, user: AbstractBaseUser, session_id: str, by: AbstractBaseUser | None = None) -> SessionState:

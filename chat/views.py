@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle, UserRateThrottle
 
 from chat import selectors, services
+from chat.gateway import Pending
 from chat.serializers import (
     SESSION_ID_REGEX,
     DecisionSerializer,
@@ -28,6 +29,7 @@ from chat.serializers import (
     represent,
 )
 from chat.waiting import await_reply
+from chatproject.api import DeferredResponse
 
 
 def _errors(**described: str) -> dict[int, OpenApiResponse]:
@@ -121,8 +123,8 @@ class SessionViewSet(viewsets.GenericViewSet):
     def create(self, request: Request) -> Response:
         payload = StartSessionSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        started = services.session_start(user=request.user, **payload.validated_data)
-        return Response(represent(StartedSessionSerializer, started), status=status.HTTP_202_ACCEPTED)
+        starting = services.session_starting(user=request.user, **payload.validated_data)
+        return self._answer(starting, StartedSessionSerializer, status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses={200: SessionSerializer(many=True), **_errors(**BAD_PAGE, **UNAUTHENTICATED, **NO_PAGE)})
     def list(self, request: Request) -> Response:
@@ -154,13 +156,27 @@ class SessionViewSet(viewsets.GenericViewSet):
         wait = WaitSerializer.read(request.query_params)
         payload = PostMessageSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        message = services.message_post(user=request.user, session_id=session_id, **payload.validated_data)
-        if wait and message.reply_seq is not None:
+        posting = services.message_posting(user=request.user, session_id=session_id, **payload.validated_data)
+        if not wait:
+            return self._answer(posting, PostedMessageSerializer, status.HTTP_201_CREATED)
+        message = posting.result()
+        if message.reply_seq is not None:
             # Served here only by a server without the ASGI application's loop (a plain WSGI server): this thread
             # waits. chatproject.asgi sends these requests to chat.waiting, which holds no thread.
             reply = async_to_sync(await_reply)(session_id=session_id, user_seq=message.seq, reply_seq=message.reply_seq)
             return Response({**reply, "reply_seq": None}, status=status.HTTP_201_CREATED)
         return Response(represent(PostedMessageSerializer, message), status=status.HTTP_201_CREATED)
+
+    def _answer(self, pending: Pending, serializer: type, code: int) -> Response:
+        """The response to a prepared gateway call: awaited by the API's async door on the server's loop once this
+        thread is let go, or run here (runserver's WSGI fallback, a plain WSGI server, the pool)."""
+        if DeferredResponse.possible(self.request):
+
+            async def data() -> dict:
+                return represent(serializer, await pending.on_loop())
+
+            return DeferredResponse(data, code)
+        return Response(represent(serializer, pending.result()), status=code)
 
     @extend_schema(
         request=RenameSerializer,

@@ -1,9 +1,13 @@
 """The API's one mapping from exceptions to responses: every error is JSON with a `detail`."""
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -61,6 +65,42 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         logger.exception("unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
         return Response({"detail": "Internal server error."}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
     return response
+
+
+class DeferredResponse(Response):
+    """A view's answer whose data an awaitable gives (a Temporal call), for the API's async door (chatproject.asgi):
+    Django's middleware and the view run on a thread and let it go; the door then awaits `finish()` on the server's
+    loop. A failure there answers as the view's own exception would have. Nothing it awaits may touch the database.
+    """
+
+    def __init__(self, data: Callable[[], Awaitable[Any]], status: int) -> None:
+        super().__init__(None, status=status)
+        self._data = data
+        self._finished = False
+
+    @staticmethod
+    def possible(request: Request) -> bool:
+        """Whether the request came through the async door and wants JSON (the browsable API renders with the
+        database)."""
+        return getattr(request._request, "can_defer", False) and isinstance(request.accepted_renderer, JSONRenderer)
+
+    @property
+    def rendered_content(self) -> bytes:
+        return super().rendered_content if self._finished else b""
+
+    async def finish(self) -> None:
+        try:
+            self.data = await self._data()
+        except Exception as exc:
+            view, request = self.renderer_context["view"], self.renderer_context["request"]
+            error = view.finalize_response(request, view.handle_exception(exc))
+            self.status_code, self.data, self.exception = error.status_code, error.data, True
+            for header, value in error.items():  # Retry-After, WWW-Authenticate; the middleware's stay
+                self.setdefault(header, value)
+        self._finished = True
+        self.content = self.rendered_content
+        if "Content-Length" in self:  # CommonMiddleware counted the empty body
+            self["Content-Length"] = str(len(self.content))
 
 
 # Django's own error pages, for requests that never reach a DRF view (unknown URLs, bad Host headers).

@@ -1,16 +1,20 @@
-"""The process's Temporal client, and the bridge that lets sync Django code use it.
+"""The process's Temporal clients: the bridge that lets sync Django code use one, and the web server loop's own.
 
-A `temporalio.client.Client` belongs to the event loop it was connected on and is not
-thread-safe. Django views run in sync threads (runserver, the web process's thread pool), so the client lives
-on one dedicated loop thread per process and every call is submitted to that loop.
+A `temporalio.client.Client` belongs to the event loop it was connected on and is not thread-safe. Django views run
+in sync threads (runserver, the web process's thread pool), so their client lives on one dedicated loop thread per
+process and every call is submitted to that loop (`run_on_client`). Async code on a loop of its own (the API's
+start and message door in chatproject.asgi) awaits a client connected on that loop instead (`run_on_loop`): no
+thread between the request and the RPC.
 """
 
 import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from typing import TypeVar
 
 from django.core.signals import setting_changed
@@ -51,6 +55,31 @@ def unavailable(exc: RPCError) -> TemporalUnavailable | None:
     return None
 
 
+def _backstop_timeout(config: TemporalConfig) -> float:
+    # Each RPC carries rpc_timeout itself; this only catches a call that never returns.
+    return 2 * config.rpc_timeout.total_seconds() + 1
+
+
+def _connect_timeout(config: TemporalConfig) -> float:
+    # The SDK's connect_timeout doesn't cut short a server that accepts TCP and never answers; this does.
+    return config.rpc_timeout.total_seconds() + 1
+
+
+class _Failures:
+    """The last failed connect: callers fail at once for _FAIL_FAST_SECONDS after it instead of each waiting out a
+    connect of their own."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, TemporalUnavailable] | None = None
+
+    def check(self) -> None:
+        if self._last and time.monotonic() - self._last[0] < _FAIL_FAST_SECONDS:
+            raise TemporalUnavailable(self._last[1].address, "a connect failed moments ago")
+
+    def record(self, exc: TemporalUnavailable) -> None:
+        self._last = (time.monotonic(), exc)
+
+
 async def connect(config: TemporalConfig | None = None, runtime: Runtime | None = None) -> Client:
     """Connects a new client on the running loop; raises TemporalUnavailable if the server can't be reached."""
     config = config or get_config()
@@ -75,33 +104,29 @@ class ClientBridge:
         self.loop = asyncio.new_event_loop()
         self._client: Client | None = None
         self._connect_lock = threading.Lock()
-        self._last_failure: tuple[float, TemporalUnavailable] | None = None
+        self._failures = _Failures()
         self._thread = threading.Thread(target=self.loop.run_forever, name="temporal-client-loop", daemon=True)
         self._thread.start()
 
     @property
     def backstop_timeout(self) -> float:
-        # Each RPC carries rpc_timeout itself; this only catches a call that never returns.
-        return 2 * self.config.rpc_timeout.total_seconds() + 1
+        return _backstop_timeout(self.config)
 
     def client(self) -> Client:
         """The connected client, connecting on first use; raises TemporalUnavailable if it can't."""
         if self._client is not None:  # connected: no lock for the threads of every request to queue on
             return self._client
-        # The SDK's connect_timeout doesn't cut short a server that accepts TCP and never answers; this does.
-        timeout = self.config.rpc_timeout.total_seconds() + 1
+        timeout = _connect_timeout(self.config)
         # Waiters outwait the connect under way, then fail fast on its failure rather than start their own.
         if not self._connect_lock.acquire(timeout=timeout + 1):
             raise TemporalUnavailable(self.config.address, "another request is still connecting")
         try:
             if self._client is None:
-                failure = self._last_failure
-                if failure and time.monotonic() - failure[0] < _FAIL_FAST_SECONDS:
-                    raise TemporalUnavailable(failure[1].address, "a connect failed moments ago")
+                self._failures.check()
                 try:
                     self._client = self._wait(connect(self.config), timeout)
                 except TemporalUnavailable as exc:
-                    self._last_failure = (time.monotonic(), exc)
+                    self._failures.record(exc)
                     raise
                 logger.info("connected to Temporal at %s", self.config.address)
             return self._client
@@ -112,13 +137,8 @@ class ClientBridge:
         """Runs `call(client)` on the loop and returns its result; RPC errors of an unreachable server become
         TemporalUnavailable."""
         client = self.client()
-        try:
+        with _unavailable_translated():
             return self._wait(call(client), timeout or self.backstop_timeout)
-        except RPCError as exc:
-            translated = unavailable(exc)
-            if translated is None:
-                raise
-            raise translated from exc
 
     def _wait(self, coro: Awaitable[T], timeout: float) -> T:
         if threading.current_thread() is self._thread:
@@ -135,8 +155,61 @@ class ClientBridge:
         self.loop.call_soon_threadsafe(self.loop.call_later, self.backstop_timeout + 1, self.loop.stop)
 
 
+class LoopClient:
+    """The client connected on one event loop, for async code running on that loop; its connect state."""
+
+    def __init__(self, config: TemporalConfig) -> None:
+        self.config = config
+        self._client: Client | None = None
+        self._connect_lock = asyncio.Lock()
+        self._failures = _Failures()
+
+    async def client(self) -> Client:
+        """The connected client, connecting on first use; raises TemporalUnavailable if it can't."""
+        if self._client is not None:
+            return self._client
+        async with self._connect_lock:  # waiters outwait the connect under way, then fail fast on its failure
+            if self._client is None:
+                self._failures.check()
+                try:
+                    self._client = await _within(connect(self.config), _connect_timeout(self.config), self.config)
+                except TemporalUnavailable as exc:
+                    self._failures.record(exc)
+                    raise
+                logger.info("connected to Temporal at %s on the server's loop", self.config.address)
+        return self._client
+
+    async def run(self, call: Callable[[Client], Awaitable[T]]) -> T:
+        client = await self.client()
+        with _unavailable_translated():
+            return await _within(call(client), _backstop_timeout(self.config), self.config)
+
+
+async def _within(call: Awaitable[T], seconds: float, config: TemporalConfig) -> T:
+    try:
+        async with asyncio.timeout(seconds) as deadline:
+            return await call
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        raise TemporalUnavailable(config.address, f"no answer within {seconds:g}s") from None
+
+
+@contextmanager
+def _unavailable_translated() -> Iterator[None]:
+    """RPC errors of an unreachable server become TemporalUnavailable; the server's refusals go through."""
+    try:
+        yield
+    except RPCError as exc:
+        translated = unavailable(exc)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
 _bridge: ClientBridge | None = None
 _bridge_lock = threading.Lock()
+_loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopClient] = weakref.WeakKeyDictionary()
 
 
 def client_bridge() -> ClientBridge:
@@ -161,11 +234,23 @@ def run_on_client(call: Callable[[Client], Awaitable[T]], *, timeout: float | No
     return client_bridge().run(call, timeout=timeout)
 
 
+async def run_on_loop(call: Callable[[Client], Awaitable[T]]) -> T:
+    """Awaits `call(client)` with the running loop's own client (connected on first use); for async code on a loop
+    that lives as long as the process, such as the web server's."""
+    loop = asyncio.get_running_loop()
+    with _bridge_lock:
+        loop_client = _loop_clients.get(loop)
+        if loop_client is None:
+            loop_client = _loop_clients[loop] = LoopClient(get_config())
+    return await loop_client.run(call)
+
+
 def reset_temporal_client() -> None:
-    """Forgets the client, so the next call connects anew with the current settings (tests, reconfiguration)."""
+    """Forgets the clients, so the next call connects anew with the current settings (tests, reconfiguration)."""
     global _bridge
     with _bridge_lock:
         old, _bridge = _bridge, None
+        _loop_clients.clear()
         get_config.cache_clear()
     if old is not None:
         old.close_later()
