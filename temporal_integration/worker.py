@@ -1,9 +1,7 @@
 """Builds and runs the worker that hosts the workflows and activities that settings name."""
 
 import asyncio
-import importlib.util
 import logging
-import py_compile
 import signal
 import sys
 import time
@@ -12,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
+from types import ModuleType
 from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
@@ -21,9 +20,8 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
-from temporalio.worker import (
-    Worker,
-)
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from temporal_integration.client import TemporalUnavailable, connect
 from temporal_integration.conf import get_config
@@ -83,32 +81,28 @@ class Hosted:
         )
 
 
-def write_workflow_bytecode(workflows: list[type]) -> None:
-    """Writes the .pyc of each workflow's module and its packages, whatever PYTHONDONTWRITEBYTECODE says.
+def workflow_runner(workflows: list[type]) -> SandboxedWorkflowRunner:
+    """The workflow sandbox, with the workflows' modules, and the modules they take names from, passed through.
 
-    The sandbox imports a workflow's module afresh for every new workflow instance (each session the worker starts
-    or takes back into its cache). Without a .pyc beside the source, as PYTHONDONTWRITEBYTECODE=1 leaves it (many
-    container images set it), each of those imports compiles the source again. Where the directory is read-only the
-    worker runs on, compiling.
+    By default the sandbox imports a workflow's module afresh for every workflow instance: a session held in the
+    worker's cache would carry its own copy of the module's code and classes. Passed through, every instance uses the
+    worker's one import. The sandbox still refuses I/O builtins (open) and restricted imports (Django) to workflow
+    code, but no longer sees a nondeterministic call made through the module's own globals (datetime.now(),
+    random): the tests' workers and the replay tests run the workflows in the full sandbox, which does.
     """
-    names = {name for workflow in workflows for name in _with_packages(workflow.__module__)}
-    for module in filter(None, map(sys.modules.get, sorted(names))):
-        source = getattr(module, "__file__", None)
-        if not source or not source.endswith(".py"):
-            continue
-        try:
-            py_compile.compile(source, cfile=importlib.util.cache_from_source(source), doraise=True)
-        except (OSError, py_compile.PyCompileError) as exc:
-            logger.warning("could not write the bytecode of %s (%s): new workflow instances compile it", source, exc)
-
-
-def _with_packages(module: str) -> list[str]:
-    parts = module.split(".")
-    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+    names: set[str] = set()
+    for workflow in workflows:
+        module = sys.modules[workflow.__module__]
+        names.add(module.__name__)
+        # The types its arguments and results decode to are looked up by their module inside the sandbox.
+        for value in vars(module).values():
+            name = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None)
+            if isinstance(name, str):
+                names.add(name)
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*names))
 
 
 def build_worker(client: Client, options: WorkerOptions, hosting: Hosted, executor: ThreadPoolExecutor) -> Worker:
-    write_workflow_bytecode(hosting.workflows)
     # The SDK warns when the executor has fewer threads than there are activity slots: here on purpose (the slots
     # beyond the threads are for async activities, which need none).
     warnings.filterwarnings("ignore", "Worker max_concurrent_activities is", UserWarning)
@@ -116,6 +110,7 @@ def build_worker(client: Client, options: WorkerOptions, hosting: Hosted, execut
         client,
         task_queue=options.task_queue,
         workflows=hosting.workflows,
+        workflow_runner=workflow_runner(hosting.workflows),
         activities=hosting.activities,
         interceptors=[DjangoConnections()],
         # Sync activities (the ORM is sync) run on these threads; one thread per activity slot.

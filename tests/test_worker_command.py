@@ -1,14 +1,10 @@
 """`manage.py run_temporal_worker` as a real process, as `make run` and deployments start it."""
 
 import asyncio
-import importlib
-import importlib.util
 import signal
-import sys
 import urllib.request
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -20,7 +16,7 @@ from chat.types import SessionState
 from chat.workflows import ChatSessionWorkflow, workflow_id_for
 from devtools.processes import DevServer, free_port, wait_for
 from temporal_integration.management.commands import run_temporal_worker
-from temporal_integration.worker import WorkerOptions, write_workflow_bytecode
+from temporal_integration.worker import WorkerOptions
 from tests.conftest import WorkerProcess, temporal_cli, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -181,25 +177,3 @@ def test_worker_registers_the_configured_search_attribute_when_missing(dev_serve
     assert f"registered search attribute {name} (Keyword)" in worker.output()
     listed = temporal_cli("operator", "search-attribute", "list", address=dev_server.address).stdout
     assert name in listed
-
-
-def test_the_worker_writes_its_workflow_modules_bytecode_whatever_pythondontwritebytecode_says(tmp_path, monkeypatch):
-    # The sandbox imports a workflow's module afresh for each new instance; without a .pyc that compiles the source.
-    name = f"flows_{uuid.uuid4().hex}"
-    package = tmp_path / name
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "flows.py").write_text("class Flow:\n    pass\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)
-    try:
-        flow = importlib.import_module(f"{name}.flows").Flow
-        cached = [Path(importlib.util.cache_from_source(str(package / f))) for f in ("flows.py", "__init__.py")]
-        assert not any(path.exists() for path in cached)
-
-        write_workflow_bytecode([flow])
-
-        assert all(path.exists() for path in cached)
-    finally:
-        for module in [m for m in sys.modules if m.split(".")[0] == name]:
-            del sys.modules[module]

@@ -56,7 +56,7 @@ class Command(BaseCommand):
             type=_positive(int, zero=True),
             default=DEFAULTS.max_cached_workflows,
             help="Workflows kept in memory between their tasks; bounds the worker's memory (default %(default)s, "
-            "about 120 KB each for a chat session; 0 replays every task from history).",
+            "about 85 KB each for a chat session; 0 replays every task from history).",
         )
         parser.add_argument(
             "--graceful-shutdown-timeout",
