@@ -14,7 +14,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 
@@ -22,6 +22,7 @@ from chat import selectors
 from chat.events import InvalidEventId, get_event_log
 from chat.exceptions import SessionNotFound, TemporalUnavailable, WorkflowUnreadable
 from chat.models import ChatEvent
+from chatproject.auth import TokenAuthentication
 
 # A comment line this often keeps proxies and load balancers from closing an idle stream.
 KEEPALIVE_SECONDS = 15.0

@@ -104,6 +104,25 @@ def test_start_with_a_wrong_token_answers_401():
     assert client.post(URL, {}, format="json").status_code == 401
 
 
+def test_a_token_is_read_with_its_user_in_one_query_and_stops_working_once_revoked_or_its_user_deactivated(
+    user, api, django_assert_num_queries
+):
+    with django_assert_num_queries(2):  # the token with its user, then the empty page's count
+        listed = api.get(URL)
+    assert listed.status_code == 200, listed.content
+
+    user.is_active = False
+    user.save()
+    deactivated = api.get(URL)
+    user.is_active = True
+    user.save()
+    Token.objects.filter(user=user).delete()
+    revoked = api.get(URL)
+
+    assert (deactivated.status_code, deactivated.json()) == (401, {"detail": "User inactive or deleted."})
+    assert (revoked.status_code, revoked.json()) == (401, {"detail": "Invalid token."})
+
+
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
