@@ -15,7 +15,7 @@ from chat.events import get_event_log
 from chat.exceptions import SessionEnded, SessionExists, SessionNotFound, TokenBudgetExceeded
 from chat.gateway import SessionGateway
 from chat.models import ChatSession, ChatToolCall
-from chat.selectors import session_get, session_require_owner, tokens_used_today, tool_call_get
+from chat.selectors import session_get, session_owner_id, session_require_owner, tokens_used_today, tool_call_get
 from chat.types import ChatMessageData, Regeneration, SessionState, ToolDecision
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def session_starting(
     # client's id. An id generated here is a fresh uuid4: no record can hold it, so that read is skipped.
     if session_id is None:
         session_id = uuid.uuid4().hex
-    elif ChatSession.objects.filter(session_id=session_id).exists():
+    elif session_owner_id(session_id) is not None:
         raise SessionExists(session_id)
     if content is not None:
         _require_token_budget(user)
