@@ -28,6 +28,7 @@ from bench.results import CONCURRENCY, Results
 # The project's API, its peer (FastAPI and the same SDK: bench.fastapi_peer, whose session ids start with "fa-") and the
 # raw SDK. The first two write the project's table.
 SIDES = ("api", "fastapi", "raw")
+ENDING = 8  # sessions ended at once: an end runs a few activities, and its update must answer within the RPC timeout
 ROWS = {
     "api": "SELECT COUNT(*) FROM chat_chatsession WHERE substr(session_id, 1, 3) <> 'fa-'",
     "fastapi": "SELECT COUNT(*) FROM chat_chatsession WHERE substr(session_id, 1, 3) = 'fa-'",
@@ -164,6 +165,40 @@ class Load:
             await self.post(side, f"/api/sessions/{key}/messages/", {"content": "hello"}, 201)
         else:
             await self.client.get_workflow_handle(key).execute_update(RawSessionWorkflow.post_message, "hello")
+
+
+async def post_until_taken(load: Load, session_id: str, content: str, retried: list[str]) -> str:
+    """Posts a message as the API asks a client to: a 503 is retried with the same client_message_id."""
+    body = {"content": content, "client_message_id": uuid.uuid4().hex}
+    async with asyncio.timeout(120):
+        while True:
+            async with load.http["api"].post(f"/api/sessions/{session_id}/messages/", json=body) as response:
+                if response.status == 201:
+                    return await response.text()
+                if response.status != 503:
+                    raise RuntimeError(f"POST to {session_id}: {response.status} {(await response.text())[:200]}")
+                retried.append(session_id)
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+
+
+async def end_sessions(load: Load, ids: list[str]) -> None:
+    """Ends the sessions, ENDING at a time; a 503 is retried after its Retry-After, and a retry's 409 (ended) means
+    the attempt before it ended the session."""
+    pending = iter(ids)
+
+    async def end() -> None:
+        session_id, retried = next(pending), False
+        async with asyncio.timeout(120):
+            while True:
+                async with load.http["api"].post(f"/api/sessions/{session_id}/end/", json={}) as response:
+                    if response.status == 200 or (retried and response.status == 409):
+                        return
+                    if response.status != 503:
+                        raise RuntimeError(f"end {session_id}: {response.status} {(await response.text())[:200]}")
+                    retried = True
+                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+
+    await fan_out(len(ids), ENDING, end)
 
 
 async def fan_out(n: int, concurrency: int, one: Callable[[], Awaitable[object]]) -> float:

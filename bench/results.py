@@ -16,8 +16,8 @@ PROFILES = {
     # another user's requests while one user waits
     "full": {"seq": 60, "burst": 150, "rounds": 2, "messages": 100, "levels": [10, 1000, 10000], "level_messages": 60}
     | {"streams": 1000, "turns": 100, "history_turns": 200, "recoveries": 2, "other_requests": 200},
-    "small": {"seq": 20, "burst": 60, "rounds": 1, "messages": 20, "levels": [10, 500], "level_messages": 30}
-    | {"streams": 200, "turns": 30, "history_turns": 12, "recoveries": 1, "other_requests": 50},
+    "small": {"seq": 15, "burst": 60, "rounds": 1, "messages": 20, "levels": [10, 500], "level_messages": 30}
+    | {"streams": 200, "turns": 30, "history_turns": 8, "recoveries": 1, "other_requests": 50},
 }
 
 

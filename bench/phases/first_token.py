@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from bench.load import Load, p95
+from bench.load import Load, end_sessions, p95, post_until_taken
 from bench.project import EventType, workflow_id_for
 from bench.results import Config
 
@@ -153,12 +153,13 @@ async def on_two_workers(load: Load, streams: aiohttp.ClientSession, model: aioh
     whose first workflow task either worker takes (their turns then run on that worker), each answering its first
     message before the rounds, so that the second worker has run a turn before it is timed. The sessions are ended
     before the second worker stops, so no session is left on a queue no worker polls."""
+    t0 = time.monotonic()
     with load.rig.second_worker() as worker:
         await asyncio.to_thread(worker.wait_ready)
-        starts = (load.start("api", stay_open=False, content="hi") for _ in range(TWO_WORKERS))
-        ids = await asyncio.gather(*starts)
+        ids = await asyncio.gather(*(load.start("api", stay_open=False) for _ in range(TWO_WORKERS)))
         firsts = [Follower(streams, session_id) for session_id in ids]
         try:
+            await asyncio.gather(*(post_until_taken(load, session_id, "hi", []) for session_id in ids))
             await asyncio.gather(*(asyncio.wait_for(follower.stored_event(2).wait(), 60) for follower in firsts))
         finally:
             for follower in firsts:
@@ -168,9 +169,9 @@ async def on_two_workers(load: Load, streams: aiohttp.ClientSession, model: aioh
         worker.check_alive()
         second = await asyncio.gather(*(ran_on(load, session_id, worker.pid) for session_id in ids))
         load.results.figures[f"ttft_{TWO_WORKERS}_two_on_second"] = sum(second)
-        await asyncio.gather(*(load.post("api", f"/api/sessions/{session_id}/end/", {}, 200) for session_id in ids))
-        await load.drain()
+        await end_sessions(load, ids)
         await asyncio.to_thread(worker.stop)
+    load.results.timings["7 of which two workers"] = time.monotonic() - t0
 
 
 async def ran_on(load: Load, session_id: str, pid: int) -> bool:

@@ -8,9 +8,8 @@ import json
 import statistics
 import time
 
-from bench.load import Load
+from bench.load import Load, post_until_taken
 from bench.phases.first_token import Follower
-from bench.phases.streams import post_until_taken
 from bench.procs import log
 from bench.results import Config
 

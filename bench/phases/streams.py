@@ -7,10 +7,9 @@ import datetime
 import json
 import statistics
 import time
-import uuid
 from contextlib import closing
 
-from bench.load import Load, fan_out, p95
+from bench.load import Load, end_sessions, fan_out, p95, post_until_taken
 from bench.phases.first_token import Follower
 from bench.procs import log
 from bench.project import EventType
@@ -74,20 +73,6 @@ def appended_at(load: Load, event_ids: list[str]) -> dict[str, float]:
     return found
 
 
-async def post_until_taken(load: Load, session_id: str, content: str, retried: list[str]) -> str:
-    """Posts a message as the API asks a client to: a 503 is retried with the same client_message_id."""
-    body = {"content": content, "client_message_id": uuid.uuid4().hex}
-    async with asyncio.timeout(120):
-        while True:
-            async with load.http["api"].post(f"/api/sessions/{session_id}/messages/", json=body) as response:
-                if response.status == 201:
-                    return await response.text()
-                if response.status != 503:
-                    raise RuntimeError(f"POST to {session_id}: {response.status} {(await response.text())[:200]}")
-                retried.append(session_id)
-                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-
-
 async def turns_at_once(load: Load, config: Config) -> None:
     """config.turns sessions, each followed on its event stream, are sent a message at once; each reply (a dozen
     words at the model server's pace) must reach its follower whole and in order."""
@@ -144,9 +129,10 @@ async def holding_turns(load: Load, n: int) -> list[str]:
     ids: list[str] = []
 
     async def start() -> None:
-        ids.append(await load.start("api", stay_open=False, content=HELD_TURN))  # ended by messages_alone
+        ids.append(await load.start("api", stay_open=False))  # ended by messages_alone
 
     await fan_out(n, CONCURRENCY, start)
+    await asyncio.gather(*(post_until_taken(load, session_id, HELD_TURN, []) for session_id in ids))
     return ids
 
 
@@ -172,11 +158,13 @@ async def messages_alone(load: Load, ids: list[str], content: str) -> float:
     """The worker's CPU per message stored whose turn does not run, in ms: the sessions of holding_turns are sent
     `content` at once; from the posts until every message is stored and the workers are idle. The sessions are
     ended after."""
+    t0 = time.monotonic()
     await load.quiesce()
     spent: dict[str, float] = {}
     with load.charge(spent):
         await asyncio.gather(*(post_until_taken(load, session_id, content, []) for session_id in ids))
         await load.quiesce()
-    await asyncio.gather(*(load.post("api", f"/api/sessions/{session_id}/end/", {}, 200) for session_id in ids))
+    await end_sessions(load, ids)
     await load.drain()
+    load.results.timings["8 of which the messages alone, after the turns"] = time.monotonic() - t0
     return 1000 * spent["worker"] / len(ids)

@@ -8,7 +8,7 @@ import time
 
 import aiohttp
 
-from bench.load import Load
+from bench.load import Load, end_sessions
 from bench.procs import log
 from bench.results import Config
 
@@ -58,8 +58,7 @@ async def measure(load: Load, config: Config) -> None:
         busy = await requests_of_another_user(other, n)
         still_waiting = sum(not w.done() for w in waits)
         await asyncio.gather(*waits)
-        for session_id in sessions:  # an end compacts the last reply's text as written
-            await load.post("api", f"/api/sessions/{session_id}/end/", {}, 200)
+        await end_sessions(load, sessions)  # an end compacts the last reply's text as written
     finally:
         await other.close()
     ids = ",".join(f"'{s}'" for s in sessions)  # hex ids the server gave
