@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from chat.assistant import RequestedCall, StoredCall, StoredStep, StoredTurn
 from chat.conf import chat_settings
-from chat.events import Event, get_event_log
+from chat.events import Event, EventLog, get_event_log
 from chat.exceptions import UnknownUser
 from chat.models import ChatEvent, ChatMessage, ChatSession, ChatToolCall, title_from
 from chat.serializers import MessageSerializer, SessionEndedSerializer, represent
@@ -43,7 +43,9 @@ def session_record_start(
 
 def message_record(*, session_id: str, message: ChatMessageData) -> ChatMessage:
     """Stores one message under its sequence number, moves the session's counters forward, and tells the session's
-    stream. The first write of a seq wins: a retry, or a stopped reply recorded twice, changes nothing."""
+    stream. The first write of a seq wins: a retry, or a stopped reply recorded twice, changes nothing. With the
+    database's event log it is all one commit (one wait for the disk, on the path between a post and its turn)."""
+    log = get_event_log()
     with transaction.atomic():
         session = ChatSession.objects.get(session_id=session_id)
         stored, _ = ChatMessage.objects.get_or_create(
@@ -61,20 +63,26 @@ def message_record(*, session_id: str, message: ChatMessageData) -> ChatMessage:
         )
         if message.seq == 1 and message.role == ChatMessage.Role.USER:  # the chat's title, unless renamed first
             ChatSession.objects.filter(pk=session.pk, title="").update(title=title_from(message.content))
-    data = represent(MessageSerializer, stored)
-    events = [Event(session_id, ChatEvent.Type.MESSAGE, data, key=ChatEvent.message_key(stored.seq))]
-    if stored.status == ChatMessage.Status.FAILED:
-        detail = {"turn": stored.seq, "detail": ChatMessage.FAILED_REPLY}
-        events.append(Event(session_id, ChatEvent.Type.TURN_FAILED, detail, key=f"turn_failed:{stored.seq}"))
-    log = get_event_log()
-    log.append(session_id, events)
+        if log.commits_with_the_database:
+            _tell_stored(log, session_id, stored)
+    if not log.commits_with_the_database:
+        _tell_stored(log, session_id, stored)
+    return stored
+
+
+def _tell_stored(log: EventLog, session_id: str, stored: ChatMessage) -> None:
     if stored.role == ChatMessage.Role.USER and stored.seq > 1:
         # The replies stored before this message no longer need their text as written: live readers have had it
         # since, and anyone resuming gets their messages. The reply just before goes once it is stored.
         previous_reply = log.id_of(session_id, ChatEvent.message_key(stored.seq - 1))
         if previous_reply is not None:
             log.compact(session_id, after=None, upto=previous_reply)
-    return stored
+    data = represent(MessageSerializer, stored)
+    events = [Event(session_id, ChatEvent.Type.MESSAGE, data, key=ChatEvent.message_key(stored.seq))]
+    if stored.status == ChatMessage.Status.FAILED:
+        detail = {"turn": stored.seq, "detail": ChatMessage.FAILED_REPLY}
+        events.append(Event(session_id, ChatEvent.Type.TURN_FAILED, detail, key=f"turn_failed:{stored.seq}"))
+    log.append(session_id, events)  # last: on PostgreSQL it takes the appends' lock, held until the commit
 
 
 def message_replace(*, session_id: str, seq: int) -> None:

@@ -69,6 +69,11 @@ class Event:
 
 
 class EventLog(Protocol):
+    # Whether an append inside the caller's database transaction commits with it (the database log), rather than
+    # at once whatever becomes of that transaction (Redis): callers that write a record and its event then make
+    # them one commit.
+    commits_with_the_database: bool
+
     def append(self, session_id: str, events: Sequence[Event]) -> list[str]:
         """Appends in order and returns the ids; a keyed event already in the session's log is not appended again,
         and its id is the one it got the first time."""

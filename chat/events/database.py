@@ -38,6 +38,8 @@ def _now() -> Any:
 class DatabaseEventLog:
     """Events in the ChatEvent table; ids are its primary key, increasing across all sessions."""
 
+    commits_with_the_database = True
+
     def __init__(self, *, poll_interval: float, buffer: int) -> None:
         self.poll_interval = poll_interval
         self.buffer = buffer

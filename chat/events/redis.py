@@ -44,6 +44,8 @@ return ids
 class RedisEventLog:
     """Events in Redis Streams, one per session (`<namespace>:events:<session_id>`); ids are the stream ids."""
 
+    commits_with_the_database = False
+
     def __init__(
         self,
         url: str,
