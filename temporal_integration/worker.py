@@ -51,8 +51,10 @@ class WorkerOptions:
     # Threads for the sync (database) activities, each keeping its connection; more of them at once wait their turn.
     activity_threads: int = 20
     max_concurrent_workflow_tasks: int = 100
-    # Sessions kept in memory between their workflow tasks (the SDK's default); this bounds the worker's RSS.
-    max_cached_workflows: int = 1000
+    # Sessions kept in memory between their workflow tasks; this bounds the worker's RSS. A session's next task after
+    # it has left the cache replays its history first, which costs the worker's CPU in proportion to the turns of its
+    # run: the cache should hold the sessions active at once, which the worker's CPU already bounds to a few hundred.
+    max_cached_workflows: int = 500
     graceful_shutdown_timeout: timedelta = timedelta(seconds=10)
     # How often a running activity's heartbeats reach the server at most. A cancel reaches the activity with a
     # heartbeat's answer, so this bounds how long a user's Stop takes (the SDK's default is 80% of the heartbeat
