@@ -64,7 +64,7 @@ PROJECT_ENV = {
     "CHAT_THROTTLE_SESSION_START": THROTTLE,
     "CHAT_THROTTLE_MESSAGE_POST": THROTTLE,
     "CHAT_USER_DAILY_TOKENS": "0",
-    "CHAT_REPLY_WAITS_PER_USER": "100",  # line 11: one user waits on 50 replies at once
+    "CHAT_REPLY_WAITS_PER_USER": "100",  # line 11: one user waits on 50 replies at once (25 small)
 }
 
 

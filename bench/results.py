@@ -13,12 +13,14 @@ THROTTLE = "1000000/min"  # both of the project's throttles: its defaults would 
 PROFILES = {
     # samples per side: sequential latencies, sessions per throughput burst (x rounds), messages, scale levels
     # idle SSE clients, turns streaming at once, turns of the one session whose history is measured, worker SIGKILLs,
-    # another user's requests while one user waits
+    # another user's requests while one user waits, and the replies that user waits on at once
     "full": {"seq": 60, "burst": 150, "rounds": 2, "messages": 100, "levels": [10, 1000, 10000], "level_messages": 60}
-    | {"streams": 1000, "turns": 100, "history_turns": 200, "recoveries": 2, "other_requests": 200},
-    "small": {"seq": 15, "burst": 60, "rounds": 1, "messages": 20, "levels": [10, 500], "level_messages": 30}
-    | {"streams": 200, "turns": 30, "history_turns": 8, "recoveries": 1, "other_requests": 50},
+    | {"streams": 1000, "turns": 100, "history_turns": 200, "recoveries": 2, "other_requests": 200, "waits": 50},
+    "small": {"seq": 15, "burst": 60, "rounds": 1, "messages": 20, "levels": [10, 300], "level_messages": 30}
+    | {"streams": 200, "turns": 30, "history_turns": 8, "recoveries": 1, "other_requests": 50, "waits": 25},
 }
+# The whole run, at most: the bound for each scale.
+WALL_LIMIT = {"full": 600, "small": 120}
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Config:
     keep_tmp: bool
     recoveries: int = 1  # a default, for the figures saved before line 10
     other_requests: int = 50  # and before line 11
+    waits: int = 50
 
     @classmethod
     def from_env(cls) -> "Config":

@@ -1,5 +1,6 @@
-"""Line 11: another user's requests while one user waits on 50 slow replies (`?wait=true`), beside the same requests
-with nothing waiting; and the event log's rows each stored reply leaves once its text is compacted."""
+"""Line 11: another user's requests while one user waits on 50 slow replies (`?wait=true`; 25 at BENCH_SCALE=small),
+beside the same requests with nothing waiting; and the event log's rows each stored reply leaves once its text is
+compacted."""
 
 import asyncio
 import math
@@ -12,7 +13,6 @@ from bench.load import Load, end_sessions
 from bench.procs import log
 from bench.results import Config
 
-WAITS = 50
 # The model server answers "You said: <prompt>" a word every 30 ms: a prompt this long keeps each reply being written
 # for a few seconds, while the other user's requests are measured.
 SLOW_PROMPT = " ".join(f"word{n}" for n in range(150))
@@ -46,7 +46,7 @@ async def measure(load: Load, config: Config) -> None:
     other = load.http_client(load.web.url, token=load.rig.setup["other_token"])
     try:
         idle = await requests_of_another_user(other, n)
-        sessions = [await load.start("api", stay_open=False) for _ in range(WAITS)]  # they end below
+        sessions = [await load.start("api", stay_open=False) for _ in range(config.waits)]  # they end below
         await load.drain()
         waits = [
             asyncio.create_task(
@@ -68,8 +68,8 @@ async def measure(load: Load, config: Config) -> None:
     figures |= {"other_idle_p50": statistics.median(idle), "other_idle_p99": p99(idle)}
     figures |= {"other_busy_p50": statistics.median(busy), "other_busy_p99": p99(busy)}
     per_exchange = (events - len(sessions)) / replies  # without each session's session_ended
-    figures |= {"waits_pending": still_waiting, "event_rows_per_exchange": per_exchange}
+    figures |= {"waits_pending": still_waiting, "waits": config.waits, "event_rows_per_exchange": per_exchange}
     log(
-        f"another user's list p99: {p99(idle):.1f} ms idle, {p99(busy):.1f} ms while {still_waiting} of {WAITS} waits "
-        f"were pending; {per_exchange:.2f} event rows per message and its stored reply"
+        f"another user's list p99: {p99(idle):.1f} ms idle, {p99(busy):.1f} ms while {still_waiting} of {config.waits} "
+        f"waits were pending; {per_exchange:.2f} event rows per message and its stored reply"
     )
