@@ -42,7 +42,9 @@ def chat_on(server: WebServer) -> Chat:
 
 def test_runserver_streams_the_reply_as_it_is_written_before_it_is_stored(runserver, assistant_model):
     chat = chat_on(runserver("--noreload"))
-    assistant_model.script(Reply("one two three four five six seven eight nine ten", chunk_delay=0.2))
+    slowly = Reply("one two three four five six seven eight nine ten", chunk_delay=0.2)
+    # Twice: a step the machine stalls past its heartbeat timeout is retried, and the retry must write the same.
+    assistant_model.script(slowly, slowly)
     chat.start("runserver-streams")
     subscribed(chat, "runserver-streams")
     following = chat.follow_in_background("runserver-streams", reply_stored(2))
