@@ -170,15 +170,8 @@ class Load:
 async def post_until_taken(load: Load, session_id: str, content: str, retried: list[str]) -> str:
     """Posts a message as the API asks a client to: a 503 is retried with the same client_message_id."""
     body = {"content": content, "client_message_id": uuid.uuid4().hex}
-    async with asyncio.timeout(120):
-        while True:
-            async with load.http["api"].post(f"/api/sessions/{session_id}/messages/", json=body) as response:
-                if response.status == 201:
-                    return await response.text()
-                if response.status != 503:
-                    raise RuntimeError(f"POST to {session_id}: {response.status} {(await response.text())[:200]}")
-                retried.append(session_id)
-                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+    path = f"/api/sessions/{session_id}/messages/"
+    return await _post_retried(load, path, body, lambda status, _: status == 201, lambda: retried.append(session_id))
 
 
 async def end_sessions(load: Load, ids: list[str]) -> None:
@@ -187,18 +180,28 @@ async def end_sessions(load: Load, ids: list[str]) -> None:
     pending = iter(ids)
 
     async def end() -> None:
-        session_id, retried = next(pending), False
-        async with asyncio.timeout(120):
-            while True:
-                async with load.http["api"].post(f"/api/sessions/{session_id}/end/", json={}) as response:
-                    if response.status == 200 or (retried and response.status == 409):
-                        return
-                    if response.status != 503:
-                        raise RuntimeError(f"end {session_id}: {response.status} {(await response.text())[:200]}")
-                    retried = True
-                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+        path = f"/api/sessions/{next(pending)}/end/"
+        await _post_retried(load, path, {}, lambda status, retries: status == 200 or (retries and status == 409))
 
     await fan_out(len(ids), ENDING, end)
+
+
+async def _post_retried(
+    load: Load, path: str, body: dict, done: Callable[[int, int], bool], on_retry: Callable[[], object] = lambda: None
+) -> str:
+    """POSTs to the API until `done(status, retries so far)`; a 503 is retried after its Retry-After, anything else
+    is an error."""
+    retries = 0
+    async with asyncio.timeout(120):
+        while True:
+            async with load.http["api"].post(path, json=body) as response:
+                if done(response.status, retries):
+                    return await response.text()
+                if response.status != 503:
+                    raise RuntimeError(f"POST {path}: {response.status} {(await response.text())[:200]}")
+                retries += 1
+                on_retry()
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
 
 
 async def fan_out(n: int, concurrency: int, one: Callable[[], Awaitable[object]]) -> float:

@@ -32,18 +32,12 @@ class StartedSession:
     message: ChatMessageData | None = None  # the first message, when it rode on the start
 
 
-def session_start(
-    *, user: AbstractBaseUser, session_id: str | None = None, content: str | None = None
-) -> StartedSession:
-    """Starts the session's workflow, with its first message when `content` is given (one round trip); the
-    workflow's activity writes the record."""
-    return session_starting(user=user, session_id=session_id, content=content).result()
-
-
 def session_starting(
     *, user: AbstractBaseUser, session_id: str | None = None, content: str | None = None
 ) -> gateway.Pending[StartedSession]:
-    """session_start's checks, done; its start, prepared (the API's async door awaits it on the server's loop)."""
+    """Checks the start, and prepares it: `.result()` starts the session's workflow, with its first message when
+    `content` is given (one round trip), and the API's async door awaits it on the server's loop instead. The
+    workflow's activity writes the record."""
     # The record outlives the workflow's retention in Temporal, so it is the lasting guard against reusing a
     # client's id. An id generated here is a fresh uuid4: no record can hold it, so that read is skipped.
     if session_id is None:
@@ -73,20 +67,12 @@ def session_starting(
     return gateway.Pending(SessionGateway.start, options, started_session)
 
 
-def message_post(
-    *, user: AbstractBaseUser, session_id: str, content: str, client_message_id: str | None = None
-) -> ChatMessageData:
-    """Hands the message to the session's workflow, which numbers and stores it; idempotent with a
-    client_message_id. Over the user's daily token budget, refused before any model call."""
-    return message_posting(
-        user=user, session_id=session_id, content=content, client_message_id=client_message_id
-    ).result()
-
-
 def message_posting(
     *, user: AbstractBaseUser, session_id: str, content: str, client_message_id: str | None = None
 ) -> gateway.Pending[ChatMessageData]:
-    """message_post's checks, done; its post, prepared (the API's async door awaits it on the server's loop)."""
+    """Checks the post, and prepares it: `.result()` hands the message to the session's workflow, which numbers and
+    stores it (idempotent with a client_message_id), and the API's async door awaits it on the server's loop
+    instead. Over the user's daily token budget, refused before any model call."""
     session_require_owner(user=user, session_id=session_id)
     _require_token_budget(user)
     post = {"session_id": session_id, "content": content, "client_message_id": client_message_id}

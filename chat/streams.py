@@ -14,15 +14,14 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
+from rest_framework.settings import api_settings
 
 from chat import selectors
 from chat.events import InvalidEventId, get_event_log
 from chat.exceptions import SessionNotFound, TemporalUnavailable, WorkflowUnreadable
 from chat.models import ChatEvent
-from chatproject.auth import TokenAuthentication
 
 # A comment line this often keeps proxies and load balancers from closing an idle stream.
 KEEPALIVE_SECONDS = 15.0
@@ -31,10 +30,11 @@ RETRY_MILLISECONDS = 1000
 
 
 def authenticated_user(request: HttpRequest) -> AbstractBaseUser | None:
-    """The caller, by DRF token or login session as the rest of the API authenticates; None if not authenticated
-    (or refused: the API's own view then gives the reason)."""
+    """The caller, by DRF token or login session as the rest of the API authenticates (its authentication classes);
+    None if not authenticated (or refused: the API's own view then gives the reason)."""
+    authenticators = [authenticator() for authenticator in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
     try:
-        user = Request(request, authenticators=[TokenAuthentication(), SessionAuthentication()]).user
+        user = Request(request, authenticators=authenticators).user
     except APIException:
         return None
     return user if user is not None and user.is_authenticated else None
